@@ -1,0 +1,64 @@
+// Environment configuration: validated once at boot against a TypeBox schema.
+import Type, { type Static, type TObject, type TProperties } from 'typebox'
+import { Value } from 'typebox/value'
+
+export class ConfigError extends Error {
+  readonly code = 'ERR_CONFIG'
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration: ${problems.join('; ')}`)
+    this.name = 'ConfigError'
+  }
+}
+
+/** Settings every service that talks to RabbitMQ reads, with the original's names and defaults. */
+export const BrokerConfigSchema = Type.Object({
+  RABBITMQ_HOST: Type.String({ minLength: 1, default: 'rabbitmq' }),
+  RABBITMQ_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 5672 }),
+  RABBITMQ_USER: Type.String({ minLength: 1, default: 'guest' }),
+  RABBITMQ_PASS: Type.String({ default: 'guest' }),
+  RABBITMQ_QUEUE: Type.String({
+    minLength: 1,
+    maxLength: 200,
+    pattern: '^[A-Za-z0-9_.:-]+$',
+    default: 'user_activity_events',
+  }),
+  RABBITMQ_QUEUE_TYPE: Type.Enum(['quorum', 'classic'], { default: 'quorum' }),
+  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
+})
+export type BrokerConfig = Static<typeof BrokerConfigSchema>
+
+/**
+ * Reads the schema's variables from `env`: empty means unset, then defaults, then numbers
+ * parsed. Throws a ConfigError that names every bad variable.
+ */
+export function loadConfig<P extends TProperties>(
+  schema: TObject<P>,
+  env: NodeJS.ProcessEnv = process.env,
+): Static<TObject<P>> {
+  const raw: Record<string, unknown> = {}
+  for (const name of Object.keys(schema.properties)) {
+    const value = env[name]
+    if (value !== undefined && value.trim() !== '') raw[name] = value.trim()
+  }
+  const value = Value.Convert(schema, Value.Default(schema, raw))
+  if (Value.Check(schema, value)) return value
+  const problems = Value.Errors(schema, value).map((error) => {
+    const name = error.instancePath.slice(1)
+    const allowed = error.keyword === 'enum' ? ` (${error.params.allowedValues.join(', ')})` : ''
+    return `${name}=${JSON.stringify(raw[name])}: ${error.message}${allowed}`
+  })
+  throw new ConfigError([...new Set(problems)])
+}
+
+/** The amqplib connection options for a broker config. */
+export function brokerConnectOptions(config: BrokerConfig) {
+  return {
+    protocol: 'amqp',
+    hostname: config.RABBITMQ_HOST,
+    port: config.RABBITMQ_PORT,
+    username: config.RABBITMQ_USER,
+    password: config.RABBITMQ_PASS,
+    // A dead broker is noticed within ~2 heartbeats instead of the server's 60 s.
+    heartbeat: 10,
+  }
+}

@@ -1,0 +1,219 @@
+// Validation and normalization of events, with errors in FastAPI's `detail` form.
+import { Compile } from 'typebox/compile'
+import Format from 'typebox/format'
+import type { TLocalizedValidationError } from 'typebox/error'
+import { v7 as uuidv7 } from 'uuid'
+import {
+  MAX_METADATA_DEPTH,
+  QueueMessageSchema,
+  UserActivityEventSchema,
+  type QueueMessage,
+  type ValidationDetail,
+} from './schema.js'
+
+const TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):?(\d{2}))?$/
+
+/**
+ * Parses an ISO 8601 / RFC 3339 date-time into a Date (millisecond precision, fraction
+ * truncated). No offset means UTC. Returns undefined for anything that is not a real instant
+ * between the years 1000 and 9999, in the input and in UTC (DATETIME's range).
+ */
+export function parseTimestamp(text: string): Date | undefined {
+  const m = TIMESTAMP.exec(text)
+  if (!m) return undefined
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ]
+  const ms = Number((m[7] ?? '0').padEnd(3, '0').slice(0, 3))
+  const offsetMinutes = m[8] ? (m[8] === '-' ? -1 : 1) * (Number(m[9]) * 60 + Number(m[10])) : 0
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
+  if (
+    year < 1000 ||
+    month < 1 ||
+    month > 12 ||
+    day < 1 ||
+    day > daysInMonth ||
+    hour > 23 ||
+    minute > 59 ||
+    second > 59 ||
+    Number(m[9] ?? 0) > 23 ||
+    Number(m[10] ?? 0) > 59
+  ) {
+    return undefined
+  }
+  const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second, ms) - offsetMinutes * 60_000)
+  const utcYear = date.getUTCFullYear()
+  return utcYear >= 1000 && utcYear <= 9999 ? date : undefined
+}
+
+// The contract's meaning of date-time: the schema says `format: date-time` (for OpenAPI), and
+// this is what it accepts.
+Format.Set('date-time', (value) => parseTimestamp(value) !== undefined)
+
+const checkEvent = Compile(UserActivityEventSchema)
+const checkMessage = Compile(QueueMessageSchema)
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; errors: ValidationDetail[] }
+
+/**
+ * Validates a client's event and returns the queue message: unknown fields dropped, the
+ * timestamp in UTC, metadata `{}` when absent, an event_id (UUIDv7) when absent.
+ */
+export function parseEvent(body: unknown, receivedAt: Date = new Date()): ParseResult<QueueMessage> {
+  if (body === undefined) {
+    return { ok: false, errors: [{ loc: ['body'], msg: 'Field required', type: 'missing' }] }
+  }
+  if (!checkEvent.Check(body)) return { ok: false, errors: toDetails(checkEvent.Errors(body)) }
+  return normalize({
+    event_id: body.event_id ?? uuidv7(),
+    user_id: body.user_id,
+    event_type: body.event_type,
+    timestamp: body.timestamp,
+    metadata: body.metadata ?? {},
+    received_at: receivedAt.toISOString(),
+  })
+}
+
+/** Validates a message taken off the queue (raw bytes), as the producer would have made it. */
+export function parseQueueMessage(content: Buffer): ParseResult<QueueMessage> {
+  let data: unknown
+  try {
+    data = JSON.parse(content.toString('utf8'))
+  } catch (err) {
+    return {
+      ok: false,
+      errors: [{ loc: ['body'], msg: `JSON decode error: ${(err as Error).message}`, type: 'json_invalid' }],
+    }
+  }
+  if (!checkMessage.Check(data)) return { ok: false, errors: toDetails(checkMessage.Errors(data)) }
+  return normalize({ ...data })
+}
+
+/** Checks what JSON Schema cannot say, and puts the timestamp in canonical UTC form. */
+function normalize(message: QueueMessage): ParseResult<QueueMessage> {
+  const errors: ValidationDetail[] = []
+  if (!message.event_type.isWellFormed()) errors.push(unicodeError('event_type'))
+  const metadataProblem = inspectMetadata(message.metadata, 1)
+  if (metadataProblem === 'depth') {
+    errors.push({
+      loc: ['body', 'metadata'],
+      msg: `Value error, metadata must not be nested more than ${MAX_METADATA_DEPTH} levels deep`,
+      type: 'value_error',
+    })
+  } else if (metadataProblem === 'unicode') {
+    errors.push(unicodeError('metadata'))
+  }
+  if (errors.length > 0) return { ok: false, errors }
+  // Both were checked by the `date-time` format above.
+  message.timestamp = (parseTimestamp(message.timestamp) as Date).toISOString()
+  message.received_at = (parseTimestamp(message.received_at) as Date).toISOString()
+  return { ok: true, value: message }
+}
+
+function unicodeError(field: string): ValidationDetail {
+  return {
+    loc: ['body', field],
+    msg: 'Input should be a valid string, unable to parse raw data as a unicode string',
+    type: 'string_unicode',
+  }
+}
+
+/** Finds what a MySQL JSON column would refuse: too deep, or lone UTF-16 surrogates. */
+function inspectMetadata(value: unknown, depth: number): 'depth' | 'unicode' | undefined {
+  if (typeof value === 'string') return value.isWellFormed() ? undefined : 'unicode'
+  if (value === null || typeof value !== 'object') return undefined
+  if (depth > MAX_METADATA_DEPTH) return 'depth'
+  const isArray = Array.isArray(value)
+  for (const [key, child] of Object.entries(value)) {
+    if (!isArray && !key.isWellFormed()) return 'unicode'
+    const problem = inspectMetadata(child, depth + 1)
+    if (problem) return problem
+  }
+  return undefined
+}
+
+function toDetails(errors: TLocalizedValidationError[]): ValidationDetail[] {
+  const details: ValidationDetail[] = []
+  const seen = new Set<string>()
+  const add = (detail: ValidationDetail) => {
+    const key = detail.loc.join('\u0000')
+    if (seen.has(key)) return
+    seen.add(key)
+    details.push(detail)
+  }
+  for (const error of errors) {
+    const loc = ['body', ...error.instancePath.split('/').slice(1).map(unescapePointer)]
+    if (error.keyword === 'required') {
+      for (const name of error.params.requiredProperties) {
+        add({ loc: [...loc, name], msg: 'Field required', type: 'missing' })
+      }
+      continue
+    }
+    const detail = describe(error, loc.length === 1)
+    if (detail) add({ loc, ...detail })
+  }
+  return details
+}
+
+function unescapePointer(segment: string): string {
+  return segment.replaceAll('~1', '/').replaceAll('~0', '~')
+}
+
+function describe(error: TLocalizedValidationError, isRoot: boolean): Omit<ValidationDetail, 'loc'> | undefined {
+  switch (error.keyword) {
+    case 'type':
+      if (isRoot) {
+        return {
+          msg: 'Input should be a valid dictionary or object to extract fields from',
+          type: 'model_attributes_type',
+        }
+      }
+      return typeDetail(error.params.type)
+    case 'minimum':
+      return { msg: `Input should be greater than or equal to ${error.params.limit}`, type: 'greater_than_equal' }
+    case 'maximum':
+      return { msg: `Input should be less than or equal to ${error.params.limit}`, type: 'less_than_equal' }
+    case 'minLength':
+      return {
+        msg: `String should have at least ${error.params.limit} character${error.params.limit === 1 ? '' : 's'}`,
+        type: 'string_too_short',
+      }
+    case 'maxLength':
+      return { msg: `String should have at most ${error.params.limit} characters`, type: 'string_too_long' }
+    case 'pattern':
+      return { msg: 'String should not contain control characters', type: 'string_pattern_mismatch' }
+    case 'format':
+      return error.params.format === 'uuid'
+        ? { msg: 'Input should be a valid UUID', type: 'uuid_parsing' }
+        : {
+            msg: 'Input should be a valid datetime: ISO 8601 date and time, a real calendar date, year 1000 to 9999',
+            type: 'datetime_from_date_parsing',
+          }
+    case 'anyOf':
+      return undefined // the branch errors (first: "should be an object") say it better
+    default:
+      return { msg: error.message, type: 'value_error' }
+  }
+}
+
+function typeDetail(expected: string | string[]): Omit<ValidationDetail, 'loc'> | undefined {
+  switch (expected) {
+    case 'integer':
+    case 'number':
+      return { msg: 'Input should be a valid integer', type: 'int_type' }
+    case 'string':
+      return { msg: 'Input should be a valid string', type: 'string_type' }
+    case 'object':
+      return { msg: 'Input should be a valid dictionary', type: 'dict_type' }
+    case 'null':
+      return undefined // the other branch of `object | null` already reported
+    default:
+      return { msg: `Input should be of type ${String(expected)}`, type: 'type_error' }
+  }
+}

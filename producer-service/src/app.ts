@@ -1,0 +1,165 @@
+// Builds the HTTP API. Never listens: main.ts does, and tests use app.inject.
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import {
+  AcceptedSchema,
+  ErrorSchema,
+  parseEvent,
+  UserActivityEventSchema,
+  ValidationErrorSchema,
+  type QueueMessage,
+  type ValidationDetail,
+} from 'event-contract'
+import { PublishError } from './errors.js'
+import type { EventPublisher } from './publisher.js'
+
+export const INVALID_EVENT_MESSAGE = 'Invalid UserActivityEvent payload'
+export const QUEUE_FAILED_MESSAGE = 'Failed to queue event'
+/** Seconds a client is told to wait after a 503. */
+export const RETRY_AFTER_SECONDS = 1
+
+export interface AppOptions {
+  publisher: EventPublisher
+  logger: FastifyBaseLogger
+  bodyLimit?: number
+}
+
+class EventValidationError extends Error {
+  readonly statusCode = 400
+  constructor(readonly details: ValidationDetail[]) {
+    super(INVALID_EVENT_MESSAGE)
+  }
+}
+
+/** One log line per request, when it completes, instead of Fastify's two. */
+class OneLinePerRequest extends LogController {
+  override incomingRequest(): void {}
+  override routeNotFound(): void {}
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    reply.log.info(
+      { method: request.method, url: request.url, statusCode: reply.statusCode, ms: reply.elapsedTime },
+      'request',
+    )
+  }
+}
+
+const HealthSchema = Type.Object({
+  status: Type.Enum(['healthy', 'unhealthy']),
+  checks: Type.Object({ rabbitmq: Type.String() }),
+})
+
+export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOptions) {
+  const app = Fastify({
+    loggerInstance: logger,
+    bodyLimit,
+    logController: new OneLinePerRequest(),
+    return503OnClosing: true,
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  // Only JSON is an event: without its text/plain parser Fastify answers 415 for the rest.
+  app.removeContentTypeParser('text/plain')
+
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'User Activity Tracker',
+        description: 'Accepts user activity events; a 202 means RabbitMQ has the event on disk.',
+        version: '1.0.0',
+      },
+    },
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
+
+  app.setErrorHandler((err: FastifyError | Error, request, reply) => {
+    if (err instanceof EventValidationError) {
+      return reply.code(400).send({ detail: err.details, message: INVALID_EVENT_MESSAGE })
+    }
+    if (err instanceof PublishError) {
+      request.log.warn({ err, code: err.code }, 'event not queued')
+      if (err.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
+      return reply.code(err.statusCode).send({ detail: err.detail, message: QUEUE_FAILED_MESSAGE })
+    }
+    switch ('code' in err ? err.code : undefined) {
+      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+        return reply
+          .code(400)
+          .send({ detail: [{ loc: ['body'], msg: 'Field required', type: 'missing' }], message: INVALID_EVENT_MESSAGE })
+      case 'FST_ERR_CTP_INVALID_JSON_BODY':
+        return reply.code(400).send({
+          detail: [{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }],
+          message: INVALID_EVENT_MESSAGE,
+        })
+      case 'FST_ERR_CTP_BODY_TOO_LARGE':
+        return reply
+          .code(413)
+          .send({ detail: `Request body is larger than ${bodyLimit} bytes`, message: 'Payload too large' })
+      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+        return reply
+          .code(415)
+          .send({ detail: 'Content-Type must be application/json', message: 'Unsupported media type' })
+    }
+    const statusCode = 'statusCode' in err && typeof err.statusCode === 'number' ? err.statusCode : 500
+    if (statusCode >= 400 && statusCode < 500) {
+      return reply.code(statusCode).send({ detail: err.message, message: 'Bad request' })
+    }
+    request.log.error({ err }, 'request failed')
+    return reply.code(500).send({ detail: 'Internal server error', message: 'Internal server error' })
+  })
+
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({ detail: 'Not Found' }))
+
+  app.post(
+    '/api/v1/events/track',
+    {
+      schema: {
+        summary: 'Track a user activity event',
+        description: 'Answers 202 only once RabbitMQ has confirmed the event. Unknown fields are ignored.',
+        body: UserActivityEventSchema,
+        response: {
+          202: AcceptedSchema,
+          400: ValidationErrorSchema,
+          413: ErrorSchema,
+          415: ErrorSchema,
+          500: ErrorSchema,
+          503: ErrorSchema,
+        },
+      },
+      // The contract's validator both checks and normalizes; Fastify hands its value to the handler.
+      validatorCompiler: () => (body: unknown) => {
+        const result = parseEvent(body)
+        return result.ok ? { value: result.value } : { error: new EventValidationError(result.errors) }
+      },
+    },
+    async (request, reply) => {
+      const message = request.body as unknown as QueueMessage
+      await publisher.publish(message)
+      return reply
+        .code(202)
+        .send({ status: 'accepted', message: 'Event queued for processing', event_id: message.event_id })
+    },
+  )
+
+  app.get(
+    '/health',
+    { schema: { summary: 'Broker connection health', response: { 200: HealthSchema, 503: HealthSchema } } },
+    async (request, reply) => {
+      const rabbitmq = publisher.health()
+      return reply
+        .code(rabbitmq === 'up' ? 200 : 503)
+        .send({ status: rabbitmq === 'up' ? 'healthy' : 'unhealthy', checks: { rabbitmq } })
+    },
+  )
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+
+  return app
+}

@@ -1,0 +1,19 @@
+import Type, { type Static } from 'typebox'
+import { BrokerConfigSchema, loadConfig } from 'event-contract'
+
+export const ConfigSchema = Type.Object({
+  ...BrokerConfigSchema.properties,
+  HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),
+  /** Largest accepted request body, in bytes. */
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 16 * 1024 * 1024, default: 65536 }),
+  /** A publish not confirmed by the broker within this time answers 500. */
+  PUBLISH_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
+  /** Unconfirmed publishes allowed at once; past it the API answers 503. */
+  PUBLISH_MAX_IN_FLIGHT: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000 }),
+})
+export type Config = Static<typeof ConfigSchema>
+
+export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  return loadConfig(ConfigSchema, env)
+}
