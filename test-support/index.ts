@@ -78,17 +78,19 @@ export async function createTestDatabase(): Promise<{ name: string; drop: () => 
   }
 }
 
+type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>
+
 /** Polls `probe` until it returns a truthy value, or fails after `timeoutMs`. */
 export async function waitFor<T>(
   probe: () => T | Promise<T>,
   { timeoutMs = 10_000, intervalMs = 50, what = 'condition' } = {},
-): Promise<NonNullable<T>> {
+): Promise<Truthy<T>> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   for (;;) {
     try {
       const value = await probe()
-      if (value) return value as NonNullable<T>
+      if (value) return value as Truthy<T>
     } catch (err) {
       last = err
     }

@@ -45,7 +45,7 @@ export function loadConfig<P extends TProperties>(
   const problems = Value.Errors(schema, value).map((error) => {
     const name = error.instancePath.slice(1)
     const allowed = error.keyword === 'enum' ? ` (${error.params.allowedValues.join(', ')})` : ''
-    return `${name}=${JSON.stringify(raw[name])}: ${error.message}${allowed}`
+    return `${name}=${JSON.stringify(env[name])}: ${error.message}${allowed}`
   })
   throw new ConfigError([...new Set(problems)])
 }

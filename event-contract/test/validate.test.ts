@@ -164,7 +164,7 @@ describe('parseEvent', () => {
     ])
   })
 
-  it.each([[[]], ['text'], [null], [42]])('rejects a body that is not an object: %j', (body) => {
+  it.each([[[]], ['text'], [42]])('rejects a body that is not an object: %j', (body) => {
     expect(errorsOf(body)).toEqual([
       {
         loc: ['body'],
@@ -174,8 +174,9 @@ describe('parseEvent', () => {
     ])
   })
 
-  it('reports a missing body as a missing field', () => {
+  it('reports a missing or null body as a missing field', () => {
     expect(errorsOf(undefined)).toEqual([{ loc: ['body'], msg: 'Field required', type: 'missing' }])
+    expect(errorsOf(null)).toEqual([{ loc: ['body'], msg: 'Field required', type: 'missing' }])
   })
 })
 

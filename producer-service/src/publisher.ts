@@ -50,6 +50,8 @@ export class AmqpPublisher implements EventPublisher {
     this.#closing = false
     const connection = await amqp.connect(brokerConnectOptions(this.#config), {
       clientProperties: { connection_name: 'producer-service' },
+      // Without it Nagle's algorithm holds small publishes back and confirms arrive later.
+      noDelay: true,
       recovery: {
         waitForConnect: false,
         initialDelay: 100,

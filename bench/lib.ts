@@ -1,0 +1,89 @@
+// Shared pieces of the benchmarks: child processes, load, memory.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import autocannon from 'autocannon'
+
+export const root = fileURLToPath(new URL('..', import.meta.url))
+
+export const seedBody = JSON.stringify({
+  user_id: 123,
+  event_type: 'page_view',
+  timestamp: '2026-02-20T10:00:00Z',
+  metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
+})
+
+export interface Service {
+  child: ChildProcess
+  /** Highest resident set size seen by `sampleRss`, in MB. */
+  peakRssMb: number
+  sampleRss(): void
+  stop(): Promise<number | null>
+}
+
+/** Starts a Node.js process of the project's (`args` after `node`), with the given environment. */
+export function startService(args: string[], env: Record<string, string>): Service {
+  const child = spawn(process.execPath, args, {
+    cwd: root,
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  const service: Service = {
+    child,
+    peakRssMb: 0,
+    sampleRss() {
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
+      service.peakRssMb = Math.max(service.peakRssMb, kb / 1024)
+    },
+    async stop() {
+      child.kill('SIGTERM')
+      return exited
+    },
+  }
+  return service
+}
+
+export async function waitForHttp(url: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      if ((await fetch(url)).status < 500) return
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not answer within ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+export interface LoadResult {
+  requestsPerSecond: number
+  p99Ms: number
+  accepted: number
+  other: number
+  errors: number
+}
+
+/** POSTs the seed event with autocannon; counts 202s apart from everything else. */
+export async function postLoad(url: string, { connections = 64, seconds = 10, onTick = () => {} } = {}) {
+  const ticker = setInterval(onTick, 250)
+  const result = await autocannon({
+    url: `${url}/api/v1/events/track`,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: seedBody,
+    connections,
+    duration: seconds,
+  })
+  clearInterval(ticker)
+  const accepted = result['2xx']
+  return {
+    requestsPerSecond: Math.round(accepted / seconds),
+    p99Ms: result.latency.p99,
+    accepted,
+    other: result.non2xx,
+    errors: result.errors + result.timeouts,
+  } satisfies LoadResult
+}

@@ -1,0 +1,225 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { pino } from 'pino'
+import type { QueueMessage } from 'event-contract'
+import { buildApp } from '../src/app.js'
+import { PublishError, type PublishErrorCode } from '../src/errors.js'
+import type { EventPublisher } from '../src/publisher.js'
+
+/** Records what would have been published; can be told to fail like the broker does. */
+class FakePublisher implements EventPublisher {
+  published: QueueMessage[] = []
+  failWith: PublishErrorCode | undefined
+  state: 'up' | 'down' | 'blocked' = 'up'
+
+  async publish(message: QueueMessage): Promise<void> {
+    if (this.failWith) throw new PublishError(this.failWith)
+    this.published.push(message)
+  }
+
+  health() {
+    return this.state
+  }
+}
+
+const seed = {
+  user_id: 123,
+  event_type: 'page_view',
+  timestamp: '2026-02-20T10:00:00Z',
+  metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
+}
+
+let publisher: FakePublisher
+let app: Awaited<ReturnType<typeof buildApp>>
+
+beforeEach(async () => {
+  publisher = new FakePublisher()
+  app = await buildApp({ publisher, logger: pino({ level: 'silent' }) })
+})
+
+afterEach(async () => {
+  await app.close()
+})
+
+function track(payload: unknown, headers: Record<string, string> = { 'content-type': 'application/json' }) {
+  return app.inject({
+    method: 'POST',
+    url: '/api/v1/events/track',
+    headers,
+    payload: typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload),
+  })
+}
+
+describe('POST /api/v1/events/track', () => {
+  it('answers 202 with the event_id and publishes the normalized event', async () => {
+    const res = await track(seed)
+    expect(res.statusCode).toBe(202)
+    const body = res.json()
+    expect(body).toEqual({ status: 'accepted', message: 'Event queued for processing', event_id: expect.any(String) })
+    expect(publisher.published).toEqual([
+      {
+        event_id: body.event_id,
+        user_id: 123,
+        event_type: 'page_view',
+        timestamp: '2026-02-20T10:00:00.000Z',
+        metadata: seed.metadata,
+        received_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+      },
+    ])
+  })
+
+  it('keeps a client event_id, normalizes +05:30 to UTC and drops unknown fields', async () => {
+    const eventId = '0195d3a0-1b2c-7d3e-8f40-123456789abc'
+    const res = await track({ ...seed, event_id: eventId, timestamp: '2026-02-20T10:00:00+05:30', extra: 1 })
+    expect(res.statusCode).toBe(202)
+    expect(res.json().event_id).toBe(eventId)
+    expect(publisher.published[0]?.timestamp).toBe('2026-02-20T04:30:00.000Z')
+    expect(publisher.published[0]).not.toHaveProperty('extra')
+  })
+
+  it.each([
+    ['user_id 1', { user_id: 1 }],
+    ['user_id 2147483647', { user_id: 2147483647 }],
+    ['a 50-character event_type', { event_type: 'e'.repeat(50) }],
+    ['null metadata', { metadata: null }],
+    ['no metadata', { metadata: undefined }],
+    ['a timestamp without offset', { timestamp: '2026-02-20T10:00:00' }],
+  ])('accepts %s', async (_name, change) => {
+    const res = await track({ ...seed, ...change })
+    expect(res.statusCode).toBe(202)
+    expect(publisher.published).toHaveLength(1)
+  })
+
+  it.each([
+    ['user_id 0', { user_id: 0 }, 'user_id', 'greater_than_equal'],
+    ['user_id 2147483648', { user_id: 2147483648 }, 'user_id', 'less_than_equal'],
+    ['user_id "123"', { user_id: '123' }, 'user_id', 'int_type'],
+    ['user_id 1.5', { user_id: 1.5 }, 'user_id', 'int_type'],
+    ['a 51-character event_type', { event_type: 'e'.repeat(51) }, 'event_type', 'string_too_long'],
+    ['an empty event_type', { event_type: '' }, 'event_type', 'string_too_short'],
+    ['Feb 30', { timestamp: '2026-02-30T10:00:00Z' }, 'timestamp', 'datetime_from_date_parsing'],
+    ['hour 24', { timestamp: '2026-02-20T24:00:00Z' }, 'timestamp', 'datetime_from_date_parsing'],
+    ['metadata array', { metadata: ['a'] }, 'metadata', 'dict_type'],
+    ['metadata string', { metadata: 'a' }, 'metadata', 'dict_type'],
+    ['a bad event_id', { event_id: '42' }, 'event_id', 'uuid_parsing'],
+  ])('rejects %s with 400 and nothing published', async (_name, change, field, type) => {
+    const res = await track({ ...seed, ...change })
+    expect(res.statusCode).toBe(400)
+    expect(res.json()).toEqual({
+      detail: [{ loc: ['body', field], msg: expect.any(String), type }],
+      message: 'Invalid UserActivityEvent payload',
+    })
+    expect(publisher.published).toHaveLength(0)
+  })
+
+  it('lists every missing field', async () => {
+    const res = await track({ metadata: {} })
+    expect(res.statusCode).toBe(400)
+    expect(res.json().detail.map((d: { loc: string[] }) => d.loc[1])).toEqual(['user_id', 'event_type', 'timestamp'])
+  })
+
+  it('answers 400 json_invalid for malformed JSON', async () => {
+    const res = await track('{"user_id": 1,')
+    expect(res.statusCode).toBe(400)
+    expect(res.json()).toEqual({
+      detail: [{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }],
+      message: 'Invalid UserActivityEvent payload',
+    })
+  })
+
+  it('answers 400 for a __proto__ key instead of polluting anything', async () => {
+    const res = await track('{"user_id":1,"event_type":"a","timestamp":"2026-02-20T10:00:00Z","__proto__":{"x":1}}')
+    expect(res.statusCode).toBe(400)
+    expect(res.json().detail[0].type).toBe('json_invalid')
+  })
+
+  it.each([
+    ['an empty JSON body', { 'content-type': 'application/json' }],
+    ['no body and no content type', {}],
+  ])('answers 400 missing for %s', async (_name, headers) => {
+    const res = await app.inject({ method: 'POST', url: '/api/v1/events/track', headers })
+    expect(res.statusCode).toBe(400)
+    expect(res.json()).toEqual({
+      detail: [{ loc: ['body'], msg: 'Field required', type: 'missing' }],
+      message: 'Invalid UserActivityEvent payload',
+    })
+  })
+
+  it('answers 413 for a body over 64 KiB', async () => {
+    const res = await track({ ...seed, metadata: { blob: 'x'.repeat(65536) } })
+    expect(res.statusCode).toBe(413)
+    expect(res.json()).toEqual({ detail: 'Request body is larger than 65536 bytes', message: 'Payload too large' })
+  })
+
+  it.each(['text/plain', 'application/x-www-form-urlencoded', 'application/xml'])(
+    'answers 415 for %s',
+    async (contentType) => {
+      const res = await track(JSON.stringify(seed), { 'content-type': contentType })
+      expect(res.statusCode).toBe(415)
+      expect(res.json()).toEqual({ detail: 'Content-Type must be application/json', message: 'Unsupported media type' })
+    },
+  )
+
+  it('accepts application/json with a charset', async () => {
+    const res = await track(JSON.stringify(seed), { 'content-type': 'application/json; charset=utf-8' })
+    expect(res.statusCode).toBe(202)
+  })
+
+  it.each(['BROKER_UNAVAILABLE', 'BROKER_NACK', 'BROKER_UNROUTABLE', 'CONFIRM_TIMEOUT'] as const)(
+    'answers 500 when the publish fails with %s, without internals',
+    async (code) => {
+      publisher.failWith = code
+      const res = await track(seed)
+      expect(res.statusCode).toBe(500)
+      const body = res.json()
+      expect(body).toEqual({ detail: expect.any(String), message: 'Failed to queue event' })
+      expect(body.detail).not.toMatch(/amqp|127\.0\.0\.1|at \w+ \(|Error:/)
+    },
+  )
+
+  it.each(['OVERLOADED', 'BROKER_BLOCKED'] as const)('answers 503 with Retry-After for %s', async (code) => {
+    publisher.failWith = code
+    const res = await track(seed)
+    expect(res.statusCode).toBe(503)
+    expect(res.headers['retry-after']).toBe('1')
+    expect(res.json()).toEqual({ detail: expect.any(String), message: 'Failed to queue event' })
+  })
+})
+
+describe('GET /health', () => {
+  it('is 200 while the broker is up', async () => {
+    const res = await app.inject('/health')
+    expect(res.statusCode).toBe(200)
+    expect(res.json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up' } })
+  })
+
+  it.each(['down', 'blocked'] as const)('is 503 while the broker is %s', async (state) => {
+    publisher.state = state
+    const res = await app.inject('/health')
+    expect(res.statusCode).toBe(503)
+    expect(res.json()).toEqual({ status: 'unhealthy', checks: { rabbitmq: state } })
+  })
+})
+
+describe('API documentation', () => {
+  it('serves the OpenAPI document generated from the contract', async () => {
+    const res = await app.inject('/openapi.json')
+    expect(res.statusCode).toBe(200)
+    const operation = res.json().paths['/api/v1/events/track'].post
+    const schema = operation.requestBody.content['application/json'].schema
+    expect(schema.required).toEqual(['user_id', 'event_type', 'timestamp'])
+    expect(schema.properties.user_id).toMatchObject({ type: 'integer', minimum: 1, maximum: 2147483647 })
+    expect(Object.keys(operation.responses).sort()).toEqual(['202', '400', '413', '415', '500', '503'])
+  })
+
+  it('serves Swagger UI at /docs', async () => {
+    const res = await app.inject('/docs/')
+    expect(res.statusCode).toBe(200)
+    expect(res.body).toContain('swagger')
+  })
+})
+
+it('answers 404 in the FastAPI shape for unknown routes', async () => {
+  const res = await app.inject('/nope')
+  expect(res.statusCode).toBe(404)
+  expect(res.json()).toEqual({ detail: 'Not Found' })
+})

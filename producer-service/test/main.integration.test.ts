@@ -1,0 +1,86 @@
+// Integration: the built producer as a process (configuration at boot, shutdown on SIGTERM).
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { ChannelModel } from 'amqplib'
+import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
+
+const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
+
+function run(env: Record<string, string>) {
+  if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`)
+  const child = spawn(process.execPath, [main], {
+    env: { PATH: process.env.PATH, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  child.stdout.on('data', (chunk) => (output += chunk))
+  child.stderr.on('data', (chunk) => (output += chunk))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  return { child, exited, output: () => output }
+}
+
+describe('configuration', () => {
+  it.each([
+    ['PORT', 'eighty'],
+    ['RABBITMQ_PORT', '70000'],
+    ['RABBITMQ_QUEUE_TYPE', 'stream'],
+    ['PUBLISH_TIMEOUT_MS', '-5'],
+  ])('exits 1 naming %s when it is %j', async (name, value) => {
+    const proc = run({ [name]: value })
+    expect(await proc.exited).toBe(1)
+    expect(proc.output()).toContain(`${name}=${JSON.stringify(value)}`)
+  })
+})
+
+describe('SIGTERM', () => {
+  const queue = uniqueName('producer_main')
+  let admin: ChannelModel
+
+  beforeAll(async () => {
+    admin = await connectBroker()
+  })
+  afterAll(async () => {
+    const channel = await admin.createChannel()
+    await channel.deleteQueue(queue)
+    await channel.deleteQueue(`${queue}.dlq`)
+    await channel.deleteExchange(`${queue}.dlx`)
+    await admin.close()
+  })
+
+  it('finishes in-flight requests, then exits 0', async () => {
+    const port = 18000 + Math.floor(Math.random() * 1000)
+    const proc = run({
+      RABBITMQ_HOST: broker.host,
+      RABBITMQ_PORT: String(broker.port),
+      RABBITMQ_QUEUE: queue,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+    })
+    const url = `http://127.0.0.1:${port}`
+    await waitFor(async () => (await fetch(`${url}/health`)).ok, { what: 'the producer to be healthy' })
+
+    const body = JSON.stringify({ user_id: 1, event_type: 'login', timestamp: '2026-02-20T10:00:00Z' })
+    const requests = Array.from({ length: 100 }, () =>
+      fetch(`${url}/api/v1/events/track`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      }).then(
+        (r) => r.status,
+        () => 'refused',
+      ),
+    )
+    proc.child.kill('SIGTERM')
+    const outcomes = await Promise.all(requests)
+    expect(await proc.exited).toBe(0)
+
+    // Every request was answered or refused visibly, and every 202 is on the queue.
+    expect(outcomes.every((o) => o === 202 || o === 503 || o === 'refused')).toBe(true)
+    const accepted = outcomes.filter((o) => o === 202).length
+    const channel = await admin.createChannel()
+    expect((await channel.checkQueue(queue)).messageCount).toBe(accepted)
+    await channel.close()
+  })
+})

@@ -1,0 +1,180 @@
+// Integration: the API and the publisher against the real RabbitMQ (no mock of it).
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import type { Channel, ChannelModel } from 'amqplib'
+import { pino } from 'pino'
+import { broker, connectBroker, TcpProxy, uniqueName, waitFor } from '../../test-support/index.js'
+import { buildApp } from '../src/app.js'
+import { readConfig } from '../src/config.js'
+import { AmqpPublisher } from '../src/publisher.js'
+
+const seed = {
+  user_id: 123,
+  event_type: 'page_view',
+  timestamp: '2026-02-20T10:00:00Z',
+  metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
+}
+
+let admin: ChannelModel
+let channel: Channel
+const queues: string[] = []
+
+beforeAll(async () => {
+  admin = await connectBroker()
+  channel = await admin.createChannel()
+})
+
+afterAll(async () => {
+  for (const queue of queues) {
+    await channel.deleteQueue(queue)
+    await channel.deleteQueue(`${queue}.dlq`)
+    await channel.deleteExchange(`${queue}.dlx`)
+  }
+  await admin.close()
+})
+
+async function startStack(port = broker.port, env: Record<string, string> = {}) {
+  const queue = uniqueName('producer_it')
+  queues.push(queue)
+  const config = readConfig({
+    RABBITMQ_HOST: broker.host,
+    RABBITMQ_PORT: String(port),
+    RABBITMQ_USER: broker.user,
+    RABBITMQ_PASS: broker.pass,
+    RABBITMQ_QUEUE: queue,
+    PUBLISH_TIMEOUT_MS: '1000',
+    ...env,
+  })
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
+  const publisher = new AmqpPublisher({ config, logger })
+  const app = await buildApp({ publisher, logger })
+  await publisher.start()
+  await publisher.waitForConnect()
+  const stop = async () => {
+    await app.close()
+    await publisher.close()
+  }
+  return { queue, app, publisher, stop }
+}
+
+function track(app: Awaited<ReturnType<typeof buildApp>>, payload: unknown = seed) {
+  return app.inject({ method: 'POST', url: '/api/v1/events/track', payload: payload as object })
+}
+
+describe('with the broker up', () => {
+  let stack: Awaited<ReturnType<typeof startStack>>
+  afterEach(async () => stack?.stop())
+
+  it('declares the documented topology', async () => {
+    stack = await startStack()
+    const queue = await channel.checkQueue(stack.queue)
+    expect(queue.queue).toBe(stack.queue)
+    await channel.checkQueue(`${stack.queue}.dlq`)
+    await channel.checkExchange(`${stack.queue}.dlx`)
+  })
+
+  it('a 202 leaves exactly one persistent message with the documented body and properties', async () => {
+    stack = await startStack()
+    const res = await track(stack.app)
+    expect(res.statusCode).toBe(202)
+    const { event_id: eventId } = res.json()
+
+    const message = await waitFor(() => channel.get(stack.queue, { noAck: false }), { what: 'the message' })
+    channel.ack(message)
+    expect(message.properties).toMatchObject({
+      deliveryMode: 2,
+      contentType: 'application/json',
+      messageId: eventId,
+      type: 'user_activity.v1',
+    })
+    expect(JSON.parse(message.content.toString())).toEqual({
+      event_id: eventId,
+      user_id: 123,
+      event_type: 'page_view',
+      timestamp: '2026-02-20T10:00:00.000Z',
+      metadata: seed.metadata,
+      received_at: expect.stringMatching(/Z$/),
+    })
+    expect(await channel.get(stack.queue)).toBe(false)
+  })
+
+  it('a 400 publishes nothing', async () => {
+    stack = await startStack()
+    const res = await track(stack.app, { ...seed, user_id: 0 })
+    expect(res.statusCode).toBe(400)
+    expect((await channel.checkQueue(stack.queue)).messageCount).toBe(0)
+  })
+
+  it('answers 500 when the queue is gone (the broker returns the message unroutable)', async () => {
+    stack = await startStack()
+    await channel.deleteQueue(stack.queue)
+    const res = await track(stack.app)
+    expect(res.statusCode).toBe(500)
+    expect(res.json().message).toBe('Failed to queue event')
+  })
+
+  it('answers 503 with Retry-After past the in-flight limit', async () => {
+    stack = await startStack(broker.port, { PUBLISH_MAX_IN_FLIGHT: '1' })
+    const responses = await Promise.all(Array.from({ length: 20 }, () => track(stack.app)))
+    const codes = responses.map((r) => r.statusCode)
+    expect(codes).toContain(202)
+    expect(codes).toContain(503)
+    expect(codes.every((c) => c === 202 || c === 503)).toBe(true)
+    expect(responses.find((r) => r.statusCode === 503)?.headers['retry-after']).toBe('1')
+    const accepted = codes.filter((c) => c === 202).length
+    await waitFor(async () => (await channel.checkQueue(stack.queue)).messageCount === accepted, {
+      what: `${accepted} messages on the queue`,
+    })
+  })
+})
+
+describe('with the broker unreachable', () => {
+  const proxy = new TcpProxy({ host: broker.host, port: broker.port })
+  let stack: Awaited<ReturnType<typeof startStack>>
+
+  beforeAll(async () => {
+    await proxy.start()
+  })
+  afterAll(async () => {
+    await stack?.stop()
+    await proxy.stop()
+  })
+
+  it('answers 500 within the publish timeout, reports 503, and recovers without a restart', async () => {
+    stack = await startStack(proxy.port)
+    expect((await track(stack.app)).statusCode).toBe(202)
+
+    await proxy.cut()
+    await waitFor(async () => (await stack.app.inject('/health')).statusCode === 503, { what: '/health 503' })
+    expect((await stack.app.inject('/health')).json()).toEqual({ status: 'unhealthy', checks: { rabbitmq: 'down' } })
+    const started = Date.now()
+    const res = await track(stack.app)
+    expect(res.statusCode).toBe(500)
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect(res.json()).toEqual({ detail: 'The message broker is unavailable', message: 'Failed to queue event' })
+
+    await proxy.restore()
+    await waitFor(async () => (await stack.app.inject('/health')).statusCode === 200, {
+      timeoutMs: 15_000,
+      what: '/health 200 after the broker returns',
+    })
+    const after = await track(stack.app)
+    expect(after.statusCode).toBe(202)
+    const message = await waitFor(() => channel.get(stack.queue, { noAck: false }), { what: 'a message' })
+    channel.ack(message)
+  })
+
+  it('fails publishes awaiting confirms when the connection drops, never hangs', async () => {
+    stack = await startStack(proxy.port)
+    const started = Date.now()
+    const pending = Promise.all(Array.from({ length: 200 }, () => track(stack.app)))
+    await proxy.cut()
+    const codes = (await pending).map((r) => r.statusCode)
+    expect(Date.now() - started).toBeLessThan(3000)
+    expect(codes.every((c) => c === 202 || c === 500)).toBe(true)
+    await proxy.restore()
+    // Every 202 is on the queue (a 500 may still have been stored: the client retries with its event_id).
+    const accepted = codes.filter((c) => c === 202).length
+    const { messageCount } = await channel.checkQueue(stack.queue)
+    expect(messageCount).toBeGreaterThanOrEqual(accepted)
+  })
+})
