@@ -28,8 +28,9 @@ export const BrokerConfigSchema = Type.Object({
 export type BrokerConfig = Static<typeof BrokerConfigSchema>
 
 /**
- * Reads the schema's variables from `env`: empty means unset, then defaults, then numbers
- * parsed. Throws a ConfigError that names every bad variable.
+ * Reads the schema's variables from `env`, fills in defaults for the unset ones and parses
+ * numbers. A variable set to the empty string is set (an empty password is a password).
+ * Throws a ConfigError that names every bad variable.
  */
 export function loadConfig<P extends TProperties>(
   schema: TObject<P>,
@@ -37,8 +38,7 @@ export function loadConfig<P extends TProperties>(
 ): Static<TObject<P>> {
   const raw: Record<string, unknown> = {}
   for (const name of Object.keys(schema.properties)) {
-    const value = env[name]
-    if (value !== undefined && value.trim() !== '') raw[name] = value.trim()
+    if (env[name] !== undefined) raw[name] = env[name]
   }
   const value = Value.Convert(schema, Value.Default(schema, raw))
   if (Value.Check(schema, value)) return value

@@ -1,0 +1,31 @@
+import Type, { type Static } from 'typebox'
+import { BrokerConfigSchema, loadConfig } from 'event-contract'
+
+export const ConfigSchema = Type.Object({
+  ...BrokerConfigSchema.properties,
+  MYSQL_HOST: Type.String({ minLength: 1, default: 'mysql' }),
+  MYSQL_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 3306 }),
+  MYSQL_USER: Type.String({ minLength: 1, default: 'user' }),
+  MYSQL_PASSWORD: Type.String({ default: 'user_password' }),
+  MYSQL_DATABASE: Type.String({
+    minLength: 1,
+    maxLength: 64,
+    pattern: '^[A-Za-z0-9_$]+$',
+    default: 'user_activity_db',
+  }),
+  HEALTH_HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
+  HEALTH_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8001 }),
+  /** Unacknowledged messages the broker may hand this consumer at once. */
+  CONSUMER_PREFETCH: Type.Integer({ minimum: 1, maximum: 65535, default: 1000 }),
+  /** Rows per INSERT. */
+  CONSUMER_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 5000, default: 500 }),
+  /** Longest a message waits for its batch to fill. */
+  CONSUMER_BATCH_WAIT_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 20 }),
+  /** Cap of the backoff between retries of a batch while the database is unavailable. */
+  CONSUMER_RETRY_MAX_MS: Type.Integer({ minimum: 10, maximum: 300_000, default: 30_000 }),
+})
+export type Config = Static<typeof ConfigSchema>
+
+export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  return loadConfig(ConfigSchema, env)
+}

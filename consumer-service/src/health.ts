@@ -1,0 +1,25 @@
+// The consumer's health server: GET /health reports the broker consumer and the database.
+import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
+
+export interface HealthSources {
+  worker: { health(): 'up' | 'down' }
+  store: { ping(): Promise<boolean> }
+  logger: FastifyBaseLogger
+}
+
+export async function buildHealthApp({ worker, store, logger }: HealthSources) {
+  // Probes call every few seconds: no log line per request.
+  const app = Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }) })
+
+  app.get('/health', async (request, reply) => {
+    const rabbitmq = worker.health()
+    const mysql = (await store.ping()) ? 'up' : 'down'
+    const healthy = rabbitmq === 'up' && mysql === 'up'
+    return reply
+      .code(healthy ? 200 : 503)
+      .send({ status: healthy ? 'healthy' : 'unhealthy', checks: { rabbitmq, mysql } })
+  })
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({ detail: 'Not Found' }))
+
+  return app
+}
