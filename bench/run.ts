@@ -1,6 +1,8 @@
 // `npm run bench`: the producer under load next to bare Fastify, and (with the consumer) the
 // drain rate. Needs `npm run build` first and the local RabbitMQ (and MySQL/MariaDB).
 import amqp from 'amqplib'
+import mysql from 'mysql2/promise'
+import { messageProperties, uuidv7 } from 'event-contract'
 import { postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
 
 const seconds = Number(process.env.BENCH_SECONDS || 10)
@@ -10,6 +12,13 @@ const broker = {
   RABBITMQ_USER: process.env.RABBITMQ_USER || 'guest',
   RABBITMQ_PASS: process.env.RABBITMQ_PASS || 'guest',
 }
+const db = {
+  host: process.env.MYSQL_HOST || '127.0.0.1',
+  port: Number(process.env.MYSQL_PORT || 3306),
+  user: process.env.TEST_MYSQL_USER || process.env.MYSQL_USER || 'root',
+  password: process.env.TEST_MYSQL_PASSWORD ?? process.env.MYSQL_PASSWORD ?? '',
+}
+const drainEvents = Number(process.env.BENCH_DRAIN_EVENTS || 100_000)
 const rows: string[][] = []
 const failures: string[] = []
 
@@ -37,18 +46,22 @@ async function load(name: string, args: string[], env: Record<string, string>) {
   return { ...result, rssMb: service.peakRssMb }
 }
 
+function connectBroker() {
+  return amqp.connect({
+    protocol: 'amqp',
+    hostname: broker.RABBITMQ_HOST,
+    port: Number(broker.RABBITMQ_PORT),
+    username: broker.RABBITMQ_USER,
+    password: broker.RABBITMQ_PASS,
+  })
+}
+
 async function withQueue<T>(run: (queue: string) => Promise<T>): Promise<T> {
   const queue = `bench_${Date.now().toString(36)}`
   try {
     return await run(queue)
   } finally {
-    const connection = await amqp.connect({
-      protocol: 'amqp',
-      hostname: broker.RABBITMQ_HOST,
-      port: Number(broker.RABBITMQ_PORT),
-      username: broker.RABBITMQ_USER,
-      password: broker.RABBITMQ_PASS,
-    })
+    const connection = await connectBroker()
     const channel = await connection.createChannel()
     await channel.deleteQueue(queue)
     await channel.deleteQueue(`${queue}.dlq`)
@@ -73,6 +86,83 @@ const producerInfo = await withQueue((queue) =>
   }),
 )
 
+/** Fills a queue, then times a fresh consumer storing all of it. */
+async function drain(queue: string) {
+  const database = `bench_${Date.now().toString(36)}`
+  const admin = await mysql.createConnection(db)
+  await admin.query(`CREATE DATABASE \`${database}\``)
+  try {
+    const connection = await connectBroker()
+    const channel = await connection.createConfirmChannel()
+    await channel.assertExchange(`${queue}.dlx`, 'fanout', { durable: true })
+    await channel.assertQueue(queue, {
+      durable: true,
+      arguments: { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': `${queue}.dlx`, 'x-delivery-limit': 20 },
+    })
+    for (let i = 0; i < drainEvents; i++) {
+      const eventId = uuidv7()
+      const message = {
+        event_id: eventId,
+        user_id: 1 + (i % 100_000),
+        event_type: 'page_view',
+        timestamp: new Date(Date.UTC(2026, 1, 20, 10) + i).toISOString(),
+        metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
+        received_at: new Date().toISOString(),
+      }
+      if (!channel.publish('', queue, Buffer.from(JSON.stringify(message)), messageProperties(eventId))) {
+        await new Promise((resolve) => channel.once('drain', resolve))
+      }
+      if (i % 5000 === 4999) await channel.waitForConfirms()
+    }
+    await channel.waitForConfirms()
+    await connection.close()
+
+    const consumer = startService(['consumer-service/dist/main.js'], {
+      ...broker,
+      RABBITMQ_QUEUE: queue,
+      MYSQL_HOST: db.host,
+      MYSQL_PORT: String(db.port),
+      MYSQL_USER: db.user,
+      MYSQL_PASSWORD: db.password,
+      MYSQL_DATABASE: database,
+      HEALTH_HOST: '127.0.0.1',
+      HEALTH_PORT: '18199',
+    })
+    const count = async () => {
+      const [result] = await admin.query<mysql.RowDataPacket[]>(
+        `SELECT COUNT(*) AS n FROM \`${database}\`.user_activities`,
+      )
+      return Number(result[0]?.n)
+    }
+    let firstAt = 0
+    let stored = 0
+    const deadline = Date.now() + 300_000
+    while (stored < drainEvents && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      stored = await count().catch(() => 0) // the table appears when the consumer starts
+      if (stored > 0 && firstAt === 0) firstAt = Date.now()
+      consumer.sampleRss()
+    }
+    const seconds = (Date.now() - firstAt) / 1000
+    const exitCode = await consumer.stop()
+    const perSecond = Math.round(stored / seconds)
+    console.log(`consumer drain: ${stored} rows in ${seconds.toFixed(2)} s, exit ${exitCode}`)
+    rows.push([
+      `consumer drain (${drainEvents} queued)`,
+      String(perSecond),
+      '-',
+      String(drainEvents - stored),
+      consumer.peakRssMb.toFixed(0),
+    ])
+    return { perSecond, stored, rssMb: consumer.peakRssMb }
+  } finally {
+    await admin.query(`DROP DATABASE \`${database}\``)
+    await admin.end()
+  }
+}
+
+const consumer = await withQueue(drain)
+
 console.log(`\nBenchmark (${seconds} s at 64 connections, from ${root})\n`)
 console.log('| run | accepted/s | p99 ms | non-202 or errors | peak RSS MB |')
 console.log('|---|---|---|---|---|')
@@ -86,6 +176,13 @@ console.log(
   `| producer never fails under load | ${producer.other + producer.errors} | ${check('producer errors', producer.other + producer.errors === 0)} |`,
 )
 console.log(`| producer RSS < 200 MB | ${producer.rssMb.toFixed(0)} | ${check('producer RSS', producer.rssMb < 200)} |`)
+console.log(
+  `| consumer drains >= 30,000 events/s | ${consumer.perSecond} | ${check('consumer drain', consumer.perSecond >= 30_000)} |`,
+)
+console.log(
+  `| consumer stores every event | ${consumer.stored} of ${drainEvents} | ${check('consumer stored all', consumer.stored === drainEvents)} |`,
+)
+console.log(`| consumer RSS < 200 MB | ${consumer.rssMb.toFixed(0)} | ${check('consumer RSS', consumer.rssMb < 200)} |`)
 console.log(
   `| logging cost (info vs warn) | ${(100 * (1 - producerInfo.requestsPerSecond / producer.requestsPerSecond)).toFixed(1)}% | - |`,
 )

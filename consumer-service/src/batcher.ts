@@ -1,9 +1,11 @@
-// Groups items into batches by count, bytes or waiting time, and hands them to one handler at
-// a time, in arrival order.
+// Groups items into batches by count, bytes or waiting time, and hands them to the handler in
+// arrival order, with at most `concurrency` batches being handled at once.
 
 export interface BatcherOptions<T> {
   maxSize: number
   maxWaitMs: number
+  /** Batches handled at the same time (default 1). */
+  concurrency?: number
   /** Upper bound of a batch's summed `sizeOf`; one item alone may exceed it. */
   maxBytes?: number
   sizeOf?: (item: T) => number
@@ -13,14 +15,14 @@ export interface BatcherOptions<T> {
 
 export class Batcher<T> {
   readonly #options: Required<BatcherOptions<T>>
+  readonly #running = new Set<Promise<void>>()
   #items: T[] = []
   #bytes = 0
   #oldestAt = 0
   #timer: NodeJS.Timeout | undefined
-  #running: Promise<void> | undefined
 
   constructor(options: BatcherOptions<T>) {
-    this.#options = { maxBytes: Number.POSITIVE_INFINITY, sizeOf: () => 0, ...options }
+    this.#options = { concurrency: 1, maxBytes: Number.POSITIVE_INFINITY, sizeOf: () => 0, ...options }
   }
 
   get pending(): number {
@@ -31,8 +33,7 @@ export class Batcher<T> {
     if (this.#items.length === 0) this.#oldestAt = Date.now()
     this.#items.push(item)
     this.#bytes += this.#options.sizeOf(item)
-    if (this.#full()) this.#kick()
-    else this.#arm()
+    this.#pump(false)
   }
 
   /** Drops the items not yet handed out (their messages will be redelivered). */
@@ -45,44 +46,31 @@ export class Batcher<T> {
     return dropped
   }
 
-  /** Hands out everything now, batch by batch, and resolves when the handler is done. */
+  /** Hands out everything now and resolves when the handler is done with all of it. */
   async flush(): Promise<void> {
+    while (this.#items.length > 0 || this.#running.size > 0) {
+      this.#pump(true)
+      await Promise.race(this.#running)
+    }
+  }
+
+  #pump(force: boolean): void {
     clearTimeout(this.#timer)
     this.#timer = undefined
-    await this.#running
-    while (this.#items.length > 0) await this.#options.handle(this.#take())
-  }
-
-  /** Resolves when no batch is being handled. */
-  async idle(): Promise<void> {
-    await this.#running
-  }
-
-  #full(): boolean {
-    return this.#items.length >= this.#options.maxSize || this.#bytes >= this.#options.maxBytes
-  }
-
-  #arm(): void {
-    if (this.#timer || this.#running || this.#items.length === 0) return
-    const wait = Math.max(0, this.#oldestAt + this.#options.maxWaitMs - Date.now())
-    this.#timer = setTimeout(() => this.#kick(), wait)
-  }
-
-  #kick(): void {
-    clearTimeout(this.#timer)
-    this.#timer = undefined
-    if (this.#running) return
-    this.#running = this.#drain().finally(() => {
-      this.#running = undefined
-      this.#arm()
-    })
-  }
-
-  async #drain(): Promise<void> {
-    do {
-      const batch = this.#take()
-      if (batch.length > 0) await this.#options.handle(batch)
-    } while (this.#full() || (this.#items.length > 0 && Date.now() - this.#oldestAt >= this.#options.maxWaitMs))
+    const { concurrency, maxWaitMs, maxSize, maxBytes } = this.#options
+    while (this.#running.size < concurrency && this.#items.length > 0) {
+      const due = force || Date.now() - this.#oldestAt >= maxWaitMs
+      if (!due && this.#items.length < maxSize && this.#bytes < maxBytes) break
+      const run: Promise<void> = this.#options.handle(this.#take()).finally(() => {
+        this.#running.delete(run)
+        this.#pump(false)
+      })
+      this.#running.add(run)
+    }
+    if (this.#items.length > 0 && this.#running.size < concurrency) {
+      const wait = Math.max(0, this.#oldestAt + maxWaitMs - Date.now())
+      this.#timer = setTimeout(() => this.#pump(false), wait)
+    }
   }
 
   #take(): T[] {
@@ -95,8 +83,8 @@ export class Batcher<T> {
       bytes += size
       count++
     }
-    const batch = this.#items.splice(0, count)
     this.#bytes -= bytes
-    return batch
+    // What stays has waited since #oldestAt at least: it goes out as soon as there is room.
+    return this.#items.splice(0, count)
   }
 }

@@ -18,6 +18,8 @@ import { toRow, type Store } from './store.js'
 /** Upper bound of a batch's bytes, well under MySQL's and MariaDB's max_allowed_packet. */
 const MAX_BATCH_BYTES = 4 * 1024 * 1024
 const RETRY_BASE_MS = 100
+/** Batches in flight: one is parsed while the other is inserted. */
+const BATCH_CONCURRENCY = 2
 
 export interface WorkerConfig extends BrokerConfig {
   CONSUMER_PREFETCH: number
@@ -53,6 +55,8 @@ export class Worker {
   #consumerTag: string | undefined
   #stopping: AbortController | undefined
   #databaseDown = false
+  /** Resolves when the batch handed out last has been settled: acks go out in delivery order. */
+  #settled: Promise<void> = Promise.resolve()
 
   constructor({ config, store, logger }: { config: WorkerConfig; store: Store; logger: Logger }) {
     this.#config = config
@@ -63,6 +67,7 @@ export class Worker {
       maxSize: config.CONSUMER_BATCH_SIZE,
       maxWaitMs: config.CONSUMER_BATCH_WAIT_MS,
       maxBytes: MAX_BATCH_BYTES,
+      concurrency: BATCH_CONCURRENCY,
       sizeOf: (delivery) => delivery.msg.content.length,
       handle: (batch) => this.#handle(batch),
     })
@@ -156,6 +161,20 @@ export class Worker {
   }
 
   async #handle(batch: Delivery[]): Promise<void> {
+    // Batches are stored concurrently but settled in order, so that an ack of "all up to
+    // here" never covers a message of an earlier batch still being stored.
+    const previous = this.#settled
+    let done!: () => void
+    this.#settled = new Promise((resolve) => (done = resolve))
+    try {
+      await this.#storeAndSettle(batch, previous)
+    } finally {
+      // Even a batch with nothing to ack counts as settled only after those before it.
+      void previous.then(done)
+    }
+  }
+
+  async #storeAndSettle(batch: Delivery[], previous: Promise<void>): Promise<void> {
     const channel = this.#channel
     // Deliveries of a channel that has died are redelivered on the new one: leave them.
     const live = batch.filter((delivery) => delivery.channel === channel)
@@ -170,6 +189,7 @@ export class Worker {
     if (valid.length === 0) return
 
     const outcome = await this.#storeWithRetry(valid, channel)
+    await previous
     if (!outcome) return // stopping, or the channel died: the broker redelivers
     for (const { item, err } of outcome.rejected) {
       this.#deadLetter(item.delivery, 'rejected by the database', { err, eventId: item.message.event_id })

@@ -1,0 +1,129 @@
+// Integration: the built consumer as a process (configuration at boot, SIGTERM while draining).
+import { spawn } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { ChannelModel } from 'amqplib'
+import type { RowDataPacket } from 'mysql2/promise'
+import { messageProperties } from 'event-contract'
+import {
+  broker,
+  connectBroker,
+  connectDatabase,
+  createTestDatabase,
+  database,
+  uniqueName,
+  waitFor,
+} from '../../test-support/index.js'
+
+const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
+
+function run(env: Record<string, string>) {
+  if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`)
+  const child = spawn(process.execPath, [main], {
+    env: { PATH: process.env.PATH, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  child.stdout.on('data', (chunk) => (output += chunk))
+  child.stderr.on('data', (chunk) => (output += chunk))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  return { child, exited, output: () => output }
+}
+
+describe('configuration', () => {
+  it.each([
+    ['HEALTH_PORT', 'x'],
+    ['MYSQL_PORT', '0'],
+    ['CONSUMER_BATCH_SIZE', '0'],
+    ['CONSUMER_BATCH_WAIT_MS', 'soon'],
+    ['RABBITMQ_QUEUE_TYPE', 'lazy'],
+  ])('exits 1 naming %s when it is %j', async (name, value) => {
+    const proc = run({ [name]: value })
+    expect(await proc.exited).toBe(1)
+    expect(proc.output()).toContain(`${name}=${JSON.stringify(value)}`)
+  })
+})
+
+describe('SIGTERM while draining', () => {
+  const queue = uniqueName('consumer_main')
+  let admin: ChannelModel
+  let db: Awaited<ReturnType<typeof createTestDatabase>>
+
+  beforeAll(async () => {
+    admin = await connectBroker()
+    db = await createTestDatabase()
+  })
+  afterAll(async () => {
+    const channel = await admin.createChannel()
+    await channel.deleteQueue(queue)
+    await channel.deleteQueue(`${queue}.dlq`)
+    await channel.deleteExchange(`${queue}.dlx`)
+    await admin.close()
+    await db.drop()
+  })
+
+  async function count(): Promise<{ rows: number; distinct: number }> {
+    const connection = await connectDatabase(db.name)
+    try {
+      const [result] = await connection.query<RowDataPacket[]>(
+        'SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM user_activities',
+      )
+      return { rows: Number(result[0]?.n), distinct: Number(result[0]?.d) }
+    } finally {
+      await connection.end()
+    }
+  }
+
+  it('acks what it stored, exits 0 within 10 s, and a restart stores the rest once', async () => {
+    const env = {
+      RABBITMQ_HOST: broker.host,
+      RABBITMQ_PORT: String(broker.port),
+      RABBITMQ_QUEUE: queue,
+      MYSQL_HOST: database.host,
+      MYSQL_PORT: String(database.port),
+      MYSQL_USER: database.user,
+      MYSQL_PASSWORD: database.password,
+      MYSQL_DATABASE: db.name,
+      HEALTH_HOST: '127.0.0.1',
+      HEALTH_PORT: String(19000 + Math.floor(Math.random() * 1000)),
+    }
+    const channel = await admin.createConfirmChannel()
+    await channel.assertQueue(queue, {
+      durable: true,
+      arguments: { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': `${queue}.dlx`, 'x-delivery-limit': 20 },
+    })
+    const total = 20_000
+    for (let i = 0; i < total; i++) {
+      const e = {
+        event_id: randomUUID(),
+        user_id: i + 1,
+        event_type: 'page_view',
+        timestamp: '2026-02-20T10:00:00.000Z',
+        metadata: {},
+        received_at: '2026-02-20T10:00:00.000Z',
+      }
+      channel.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    }
+    await channel.waitForConfirms()
+    await channel.close()
+
+    const first = run(env)
+    await waitFor(async () => (await count()).rows > 0, { what: 'the first rows', intervalMs: 10 })
+    const stoppedAt = Date.now()
+    first.child.kill('SIGTERM')
+    expect(await first.exited).toBe(0)
+    expect(Date.now() - stoppedAt).toBeLessThan(10_000)
+
+    const afterStop = await count()
+    expect(afterStop.distinct).toBe(afterStop.rows)
+    expect(afterStop.rows).toBeLessThan(total) // it stopped mid-drain
+
+    const second = run(env)
+    await waitFor(async () => (await count()).rows === total, { what: `${total} rows`, timeoutMs: 30_000 })
+    second.child.kill('SIGTERM')
+    expect(await second.exited).toBe(0)
+    expect(await count()).toEqual({ rows: total, distinct: total })
+  })
+})

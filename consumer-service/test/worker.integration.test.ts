@@ -1,0 +1,339 @@
+// Integration: the worker against the real RabbitMQ and MariaDB/MySQL (no mock of either).
+// Each test has its own queue and its own database.
+import { randomUUID } from 'node:crypto'
+import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest'
+import type { ChannelModel, ConfirmChannel } from 'amqplib'
+import type { RowDataPacket } from 'mysql2/promise'
+import { pino } from 'pino'
+import { messageProperties, type QueueMessage } from 'event-contract'
+import {
+  broker,
+  connectBroker,
+  connectDatabase,
+  createTestDatabase,
+  database,
+  TcpProxy,
+  uniqueName,
+  waitFor,
+} from '../../test-support/index.js'
+import { readConfig } from '../src/config.js'
+import { buildHealthApp } from '../src/health.js'
+import { Store } from '../src/store.js'
+import { Worker } from '../src/worker.js'
+
+let admin: ChannelModel
+let publisher: ConfirmChannel
+const cleanups: (() => Promise<void>)[] = []
+
+beforeAll(async () => {
+  admin = await connectBroker()
+  publisher = await admin.createConfirmChannel()
+})
+afterAll(async () => {
+  await admin.close()
+})
+afterEach(async () => {
+  // Last started, first stopped; every cleanup runs even if one fails.
+  const errors: unknown[] = []
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch((err: unknown) => errors.push(err))
+  if (errors.length > 0) throw errors[0]
+})
+
+function event(overrides: Partial<QueueMessage> = {}): QueueMessage {
+  return {
+    event_id: randomUUID(),
+    user_id: 1 + Math.floor(Math.random() * 1000),
+    event_type: 'page_view',
+    timestamp: '2026-02-20T10:00:00.000Z',
+    metadata: { page_url: '/products/item-xyz' },
+    received_at: new Date().toISOString(),
+    ...overrides,
+  }
+}
+
+async function publish(queue: string, content: QueueMessage | Buffer) {
+  const body = Buffer.isBuffer(content) ? content : Buffer.from(JSON.stringify(content))
+  const eventId = Buffer.isBuffer(content) ? randomUUID() : content.event_id
+  publisher.publish('', queue, body, messageProperties(eventId))
+  await publisher.waitForConfirms()
+}
+
+interface StackOptions {
+  queue?: string
+  databaseName?: string
+  brokerPort?: number
+  databasePort?: number
+  env?: Record<string, string>
+}
+
+/** A worker (and its health server) on a queue and database of the test's own. */
+async function startConsumer(options: StackOptions = {}) {
+  const queue = options.queue ?? uniqueName('consumer_it')
+  let databaseName = options.databaseName
+  if (!databaseName) {
+    const db = await createTestDatabase()
+    databaseName = db.name
+    cleanups.push(db.drop)
+  }
+  if (!options.queue) {
+    cleanups.push(async () => {
+      const channel = await admin.createChannel()
+      await channel.deleteQueue(queue)
+      await channel.deleteQueue(`${queue}.dlq`)
+      await channel.deleteExchange(`${queue}.dlx`)
+      await channel.close()
+    })
+  }
+  const config = readConfig({
+    RABBITMQ_HOST: broker.host,
+    RABBITMQ_PORT: String(options.brokerPort ?? broker.port),
+    RABBITMQ_USER: broker.user,
+    RABBITMQ_PASS: broker.pass,
+    RABBITMQ_QUEUE: queue,
+    MYSQL_HOST: database.host,
+    MYSQL_PORT: String(options.databasePort ?? database.port),
+    MYSQL_USER: database.user,
+    MYSQL_PASSWORD: database.password,
+    MYSQL_DATABASE: databaseName,
+    CONSUMER_RETRY_MAX_MS: '500',
+    ...options.env,
+  })
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
+  const store = new Store({
+    host: config.MYSQL_HOST,
+    port: config.MYSQL_PORT,
+    user: config.MYSQL_USER,
+    password: config.MYSQL_PASSWORD,
+    database: config.MYSQL_DATABASE,
+    logger,
+  })
+  await store.applySchema()
+  const worker = new Worker({ config, store, logger })
+  const health = await buildHealthApp({ worker, store, logger })
+  await worker.start()
+  await worker.waitForConnect()
+  cleanups.push(async () => {
+    await worker.stop()
+    await health.close()
+    await store.close()
+  })
+  return { queue, databaseName, worker, health, store }
+}
+
+async function rows(databaseName: string) {
+  const connection = await connectDatabase(databaseName)
+  try {
+    const [result] = await connection.query<RowDataPacket[]>(
+      'SELECT event_id, user_id, event_type, `timestamp`, metadata FROM user_activities ORDER BY id',
+    )
+    // mysql2 parses a JSON column on MySQL; on MariaDB it is LONGTEXT and arrives as text.
+    return result.map((row) => ({
+      ...row,
+      metadata: typeof row.metadata === 'string' ? JSON.parse(row.metadata) : row.metadata,
+    }))
+  } finally {
+    await connection.end()
+  }
+}
+
+async function rowCount(databaseName: string): Promise<number> {
+  const connection = await connectDatabase(databaseName)
+  try {
+    const [result] = await connection.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM user_activities')
+    return Number(result[0]?.n)
+  } finally {
+    await connection.end()
+  }
+}
+
+async function queueDepth(queue: string): Promise<{ ready: number; dead: number }> {
+  const channel = await admin.createChannel()
+  try {
+    const ready = (await channel.checkQueue(queue)).messageCount
+    const dead = (await channel.checkQueue(`${queue}.dlq`)).messageCount
+    return { ready, dead }
+  } finally {
+    await channel.close()
+  }
+}
+
+async function deadLetters(queue: string, count: number): Promise<string[]> {
+  const channel = await admin.createChannel()
+  try {
+    const bodies: string[] = []
+    await waitFor(
+      async () => {
+        const msg = await channel.get(`${queue}.dlq`, { noAck: true })
+        if (msg) bodies.push(msg.content.toString())
+        return bodies.length >= count
+      },
+      { what: `${count} dead letters`, intervalMs: 20 },
+    )
+    return bodies
+  } finally {
+    await channel.close()
+  }
+}
+
+describe('storing', () => {
+  it('applies the schema to an empty database and stores each event with its values', async () => {
+    const { queue, databaseName } = await startConsumer()
+    const sent = [
+      event({ user_id: 1, event_type: 'login', metadata: {} }),
+      event({ user_id: 2147483647, event_type: 'é'.repeat(50), metadata: { emoji: '😀', text: 'naïve — ✓' } }),
+      event({ timestamp: '9999-12-31T23:59:59.999Z', metadata: { nested: { deep: [1, 2, { x: null }] } } }),
+    ]
+    for (const e of sent) await publish(queue, e)
+    await waitFor(async () => (await rowCount(databaseName)) === sent.length, { what: 'three rows' })
+
+    const stored = await rows(databaseName)
+    expect(stored).toEqual(
+      sent.map((e) => ({
+        event_id: e.event_id,
+        user_id: e.user_id,
+        event_type: e.event_type,
+        timestamp: new Date(e.timestamp),
+        metadata: e.metadata,
+      })),
+    )
+    expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+  })
+
+  it('stores an event published twice once', async () => {
+    const { queue, databaseName } = await startConsumer()
+    const e = event()
+    await publish(queue, e)
+    await publish(queue, { ...e, received_at: new Date().toISOString() })
+    await publish(queue, event())
+    await waitFor(async () => (await queueDepth(queue)).ready === 0 && (await rowCount(databaseName)) === 2, {
+      what: 'two rows and an empty queue',
+    })
+    const ids = (await rows(databaseName)).map((r) => r.event_id)
+    expect(ids.filter((id) => id === e.event_id)).toHaveLength(1)
+  })
+
+  it('stores a few thousand events, each once, in batches', async () => {
+    const { queue, databaseName } = await startConsumer()
+    const sent = Array.from({ length: 3000 }, () => event())
+    for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+    await waitFor(async () => (await rowCount(databaseName)) === sent.length, { what: '3000 rows', timeoutMs: 20_000 })
+    const ids = new Set((await rows(databaseName)).map((r) => r.event_id))
+    expect(ids.size).toBe(sent.length)
+    expect(sent.every((e) => ids.has(e.event_id))).toBe(true)
+  })
+})
+
+describe('poison messages', () => {
+  it('dead-letters non-JSON and schema-invalid messages while the valid ones behind them are stored', async () => {
+    const { queue, databaseName } = await startConsumer()
+    const valid = [event(), event(), event()]
+    await publish(queue, valid[0] as QueueMessage)
+    await publish(queue, Buffer.from('this is not JSON {'))
+    await publish(queue, valid[1] as QueueMessage)
+    await publish(queue, Buffer.from(JSON.stringify({ user_id: 'x', event_type: 5 })))
+    await publish(queue, valid[2] as QueueMessage)
+
+    await waitFor(async () => (await rowCount(databaseName)) === 3, { what: 'the three valid rows' })
+    const dead = await deadLetters(queue, 2)
+    expect(dead).toEqual(['this is not JSON {', JSON.stringify({ user_id: 'x', event_type: 5 })])
+    expect((await rows(databaseName)).map((r) => r.event_id)).toEqual(valid.map((e) => e.event_id))
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+  })
+
+  it('stores the rest of a batch and dead-letters the one row the database rejects', async () => {
+    const databaseName = (await startConsumer()).databaseName
+    // Our own database, narrowed so that one valid event becomes one the database refuses.
+    const connection = await connectDatabase(databaseName)
+    await connection.query('ALTER TABLE user_activities MODIFY event_type VARCHAR(10) NOT NULL')
+    await connection.end()
+    // A fresh consumer with a batch wait long enough that all of them share one INSERT.
+    const { queue } = await startConsumer({ databaseName, env: { CONSUMER_BATCH_WAIT_MS: '300' } })
+
+    const good = Array.from({ length: 9 }, () => event({ event_type: 'short' }))
+    const bad = event({ event_type: 'much_too_long_for_ten' })
+    const all = [...good.slice(0, 4), bad, ...good.slice(4)]
+    for (const e of all) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+
+    const dead = await deadLetters(queue, 1)
+    expect(JSON.parse(dead[0] as string).event_id).toBe(bad.event_id)
+    await waitFor(async () => (await rowCount(databaseName)) === 9, { what: 'the nine good rows' })
+    expect(new Set((await rows(databaseName)).map((r) => r.event_id))).toEqual(new Set(good.map((e) => e.event_id)))
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+  })
+})
+
+describe('several consumers', () => {
+  it('two consumers on one queue store every event exactly once', async () => {
+    const first = await startConsumer({ env: { CONSUMER_PREFETCH: '50', CONSUMER_BATCH_SIZE: '25' } })
+    await startConsumer({
+      queue: first.queue,
+      databaseName: first.databaseName,
+      env: { CONSUMER_PREFETCH: '50', CONSUMER_BATCH_SIZE: '25' },
+    })
+    const sent = Array.from({ length: 2000 }, () => event())
+    for (const e of sent) {
+      publisher.publish('', first.queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    }
+    await publisher.waitForConfirms()
+    await waitFor(async () => (await rowCount(first.databaseName)) === sent.length, {
+      what: '2000 rows',
+      timeoutMs: 20_000,
+    })
+    const ids = (await rows(first.databaseName)).map((r) => r.event_id)
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(ids).toHaveLength(sent.length)
+  })
+})
+
+describe('database outage', () => {
+  it('holds events while the database is unreachable, reports 503, and stores them all once it returns', async () => {
+    const proxy = await new TcpProxy({ host: database.host, port: database.port }).start()
+    cleanups.push(() => proxy.stop())
+    const { queue, databaseName, health } = await startConsumer({ databasePort: proxy.port })
+    expect((await health.inject('/health')).statusCode).toBe(200)
+
+    await proxy.cut()
+    await waitFor(async () => (await health.inject('/health')).statusCode === 503, { what: '/health 503' })
+    expect((await health.inject('/health')).json()).toEqual({
+      status: 'unhealthy',
+      checks: { rabbitmq: 'up', mysql: 'down' },
+    })
+    const sent = Array.from({ length: 200 }, () => event())
+    for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+    await new Promise((resolve) => setTimeout(resolve, 1500)) // several failed retries
+
+    expect(await queueDepth(queue)).toMatchObject({ dead: 0 })
+    await proxy.restore()
+    await waitFor(async () => (await health.inject('/health')).statusCode === 200, { what: '/health 200' })
+    await waitFor(async () => (await rowCount(databaseName)) === sent.length, { what: '200 rows', timeoutMs: 15_000 })
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+    expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+  })
+})
+
+describe('broker outage', () => {
+  it('reconnects, resumes, and stores redelivered events once', async () => {
+    const proxy = await new TcpProxy({ host: broker.host, port: broker.port }).start()
+    cleanups.push(() => proxy.stop())
+    const { queue, databaseName, health } = await startConsumer({ brokerPort: proxy.port })
+
+    const sent = Array.from({ length: 3000 }, () => event())
+    for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+    // Cut the consumer's connection mid-stream: what it stored but had not acked comes back.
+    await waitFor(async () => (await rowCount(databaseName)) > 0, { what: 'the first rows', intervalMs: 5 })
+    await proxy.cut()
+    await waitFor(async () => (await health.inject('/health')).statusCode === 503, { what: '/health 503' })
+    await proxy.restore()
+
+    await waitFor(async () => (await rowCount(databaseName)) === sent.length, { what: '3000 rows', timeoutMs: 20_000 })
+    await waitFor(async () => (await health.inject('/health')).statusCode === 200, { what: '/health 200' })
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+    const ids = (await rows(databaseName)).map((r) => r.event_id)
+    expect(new Set(ids).size).toBe(sent.length)
+    expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+  })
+})
