@@ -39,7 +39,7 @@ describe('isDataError', () => {
     expect(isDataError(Object.assign(new Error('x'), { errno }))).toBe(true)
   })
 
-  it.each([
+  it.each<[number | undefined, string]>([
     [1213, 'deadlock'],
     [1205, 'lock wait timeout'],
     [1040, 'too many connections'],

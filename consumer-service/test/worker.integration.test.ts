@@ -120,7 +120,15 @@ async function startConsumer(options: StackOptions = {}) {
   return { queue, databaseName, worker, health, store }
 }
 
-async function rows(databaseName: string) {
+interface StoredRow {
+  event_id: string
+  user_id: number
+  event_type: string
+  timestamp: Date
+  metadata: unknown
+}
+
+async function rows(databaseName: string): Promise<StoredRow[]> {
   const connection = await connectDatabase(databaseName)
   try {
     const [result] = await connection.query<RowDataPacket[]>(
@@ -128,7 +136,10 @@ async function rows(databaseName: string) {
     )
     // mysql2 parses a JSON column on MySQL; on MariaDB it is LONGTEXT and arrives as text.
     return result.map((row) => ({
-      ...row,
+      event_id: row.event_id,
+      user_id: row.user_id,
+      event_type: row.event_type,
+      timestamp: row.timestamp,
       metadata: typeof row.metadata === 'string' ? JSON.parse(row.metadata) : row.metadata,
     }))
   } finally {
