@@ -95,6 +95,8 @@ export class Store {
       timezone: 'Z',
       connectTimeout: 5000,
       enableKeepAlive: true,
+      // affectedRows then counts new rows only (0 for a duplicate), not rows found.
+      flags: ['-FOUND_ROWS'],
     }
     this.#pool = mysql.createPool({ ...this.#connection, connectionLimit: 4, maxIdle: 4 })
     // mysql2 runs these before any query on the new connection.
