@@ -1,8 +1,7 @@
-// Helpers for the tests that talk to the real RabbitMQ and MySQL/MariaDB.
+// Helpers for the tests that use the real RabbitMQ (names, polling, a TCP proxy); database.ts has MySQL's.
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import amqp, { type ChannelModel } from 'amqplib'
-import mysql from 'mysql2/promise'
 
 /** The broker the tests use: the services' variables, with this machine's defaults. */
 export const broker = {
@@ -10,14 +9,6 @@ export const broker = {
   port: Number(process.env.RABBITMQ_PORT || 5672),
   user: process.env.RABBITMQ_USER || 'guest',
   pass: process.env.RABBITMQ_PASS || 'guest',
-}
-
-/** The database server the tests use; they need the right to create databases. */
-export const database = {
-  host: process.env.MYSQL_HOST || '127.0.0.1',
-  port: Number(process.env.MYSQL_PORT || 3306),
-  user: process.env.TEST_MYSQL_USER || process.env.MYSQL_USER || 'root',
-  password: process.env.TEST_MYSQL_PASSWORD ?? process.env.MYSQL_PASSWORD ?? '',
 }
 
 /** A name no other test run uses: queues and databases are per test file. */
@@ -40,41 +31,6 @@ export async function connectBroker(): Promise<ChannelModel> {
         '`rabbitmq-server -detached`; with Docker: `docker compose up -d rabbitmq`) or set RABBITMQ_HOST/RABBITMQ_PORT.',
       { cause: err },
     )
-  }
-}
-
-export async function connectDatabase(databaseName?: string): Promise<mysql.Connection> {
-  try {
-    return await mysql.createConnection({ ...database, database: databaseName, timezone: 'Z' })
-  } catch (err) {
-    throw new Error(
-      `MySQL/MariaDB is not reachable at ${database.host}:${database.port} as ${database.user}. Start it (on this ` +
-        'machine: `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`; with Docker: ' +
-        '`docker compose up -d mysql`) or set MYSQL_HOST/MYSQL_PORT/TEST_MYSQL_USER/TEST_MYSQL_PASSWORD.',
-      { cause: err },
-    )
-  }
-}
-
-/** Creates an empty database of the test's own; `drop()` removes it. */
-export async function createTestDatabase(): Promise<{ name: string; drop: () => Promise<void> }> {
-  const name = uniqueName('test')
-  const connection = await connectDatabase()
-  try {
-    await connection.query(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4`)
-  } finally {
-    await connection.end()
-  }
-  return {
-    name,
-    drop: async () => {
-      const c = await connectDatabase()
-      try {
-        await c.query(`DROP DATABASE IF EXISTS \`${name}\``)
-      } finally {
-        await c.end()
-      }
-    },
   }
 }
 

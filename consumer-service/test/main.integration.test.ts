@@ -1,36 +1,17 @@
 // Integration: the built consumer as a process (configuration at boot, SIGTERM while draining).
-import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ChannelModel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { messageProperties } from 'event-contract'
-import {
-  broker,
-  connectBroker,
-  connectDatabase,
-  createTestDatabase,
-  database,
-  uniqueName,
-  waitFor,
-} from '../../test-support/index.js'
+import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
+import { spawnService } from '../../test-support/process.js'
+import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
 
-function run(env: Record<string, string>) {
-  if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` first`)
-  const child = spawn(process.execPath, [main], {
-    env: { PATH: process.env.PATH, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  child.stdout.on('data', (chunk) => (output += chunk))
-  child.stderr.on('data', (chunk) => (output += chunk))
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  return { child, exited, output: () => output }
-}
+const run = (env: Record<string, string>) => spawnService(main, env)
 
 describe('configuration', () => {
   it.each([

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino } from 'pino'
-import { connectDatabase, createTestDatabase, database } from '../../test-support/index.js'
+import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 import { Store, type Row } from '../src/store.js'
 
 let db: Awaited<ReturnType<typeof createTestDatabase>>

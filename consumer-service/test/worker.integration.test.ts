@@ -6,16 +6,8 @@ import type { ChannelModel, ConfirmChannel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino } from 'pino'
 import { messageProperties, type QueueMessage } from 'event-contract'
-import {
-  broker,
-  connectBroker,
-  connectDatabase,
-  createTestDatabase,
-  database,
-  TcpProxy,
-  uniqueName,
-  waitFor,
-} from '../../test-support/index.js'
+import { broker, connectBroker, TcpProxy, uniqueName, waitFor } from '../../test-support/index.js'
+import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 import { readConfig } from '../src/config.js'
 import { buildHealthApp } from '../src/health.js'
 import { Store } from '../src/store.js'

@@ -1,0 +1,73 @@
+// The compose file, checked point by point (no Docker engine here to run it; CI also runs
+// `docker-compose config` on it).
+import { existsSync, readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { parse } from 'yaml'
+import { ConfigSchema as ConsumerConfig } from '../consumer-service/src/config.js'
+import { ConfigSchema as ProducerConfig } from '../producer-service/src/config.js'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const compose = parse(readFileSync(`${root}docker-compose.yml`, 'utf8'))
+const services = compose.services
+
+describe('docker-compose.yml', () => {
+  it('has the original service names and no version key', () => {
+    expect(Object.keys(services).sort()).toEqual(['consumer-service', 'mysql', 'producer-service', 'rabbitmq'])
+    expect(compose).not.toHaveProperty('version')
+  })
+
+  it('runs RabbitMQ with the management plugin and a healthcheck', () => {
+    expect(services.rabbitmq.image).toMatch(/^rabbitmq:.*management/)
+    expect(services.rabbitmq.healthcheck.test).toBeDefined()
+  })
+
+  it('runs MySQL 8.0 with the database, user, schema, a named volume and a healthcheck', () => {
+    const mysql = services.mysql
+    expect(mysql.image).toBe('mysql:8.0')
+    expect(mysql.environment).toMatchObject({
+      MYSQL_DATABASE: 'user_activity_db',
+      MYSQL_USER: 'user',
+      MYSQL_PASSWORD: 'user_password',
+    })
+    expect(mysql.volumes).toContain('./db/init.sql:/docker-entrypoint-initdb.d/init.sql:ro')
+    const named = mysql.volumes.map((v: string) => v.split(':')[0]).filter((v: string) => !v.startsWith('.'))
+    expect(named.length).toBe(1)
+    expect(compose.volumes).toHaveProperty(named[0])
+    expect(mysql.healthcheck.test).toBeDefined()
+  })
+
+  it.each([
+    ['producer-service', '8000', ProducerConfig, ['rabbitmq']],
+    ['consumer-service', '8001', ConsumerConfig, ['rabbitmq', 'mysql']],
+  ] as const)('builds and wires %s', (name, port, schema, dependencies) => {
+    const service = services[name]
+    expect(service.build.context).toBe('.')
+    expect(existsSync(`${root}${service.build.dockerfile}`)).toBe(true)
+    expect(readFileSync(`${root}${service.build.dockerfile}`, 'utf8')).toMatch(
+      new RegExp(`^FROM .* AS ${service.build.target}$`, 'm'),
+    )
+    expect(service.ports).toContain(`${port}:${port}`)
+    expect(service.restart).toBe('unless-stopped')
+    expect(service.healthcheck.test.join(' ')).toContain(`127.0.0.1:${port}/health`)
+    for (const dependency of dependencies) {
+      expect(service.depends_on[dependency]).toEqual({ condition: 'service_healthy' })
+    }
+    // Every variable given is one the service reads (or, TEST_*, its tests read).
+    const known = Object.keys(schema.properties)
+    const unknown = Object.keys(service.environment).filter((v) => !known.includes(v) && !v.startsWith('TEST_'))
+    expect(unknown).toEqual([])
+    expect(service.environment.RABBITMQ_HOST).toBe('rabbitmq')
+  })
+
+  it('points the consumer at the mysql service and the compose database', () => {
+    expect(services['consumer-service'].environment).toMatchObject({
+      MYSQL_HOST: 'mysql',
+      MYSQL_DATABASE: 'user_activity_db',
+      MYSQL_USER: 'user',
+      MYSQL_PASSWORD: 'user_password',
+      TEST_MYSQL_USER: 'root',
+      TEST_MYSQL_PASSWORD: services.mysql.environment.MYSQL_ROOT_PASSWORD,
+    })
+  })
+})

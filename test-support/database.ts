@@ -1,0 +1,46 @@
+// Helpers for the tests that talk to the real MySQL/MariaDB (consumer and end-to-end tests only).
+import mysql from 'mysql2/promise'
+import { uniqueName } from './index.js'
+
+/** The database server the tests use; they need the right to create databases. */
+export const database = {
+  host: process.env.MYSQL_HOST || '127.0.0.1',
+  port: Number(process.env.MYSQL_PORT || 3306),
+  user: process.env.TEST_MYSQL_USER || process.env.MYSQL_USER || 'root',
+  password: process.env.TEST_MYSQL_PASSWORD ?? process.env.MYSQL_PASSWORD ?? '',
+}
+
+export async function connectDatabase(databaseName?: string): Promise<mysql.Connection> {
+  try {
+    return await mysql.createConnection({ ...database, database: databaseName, timezone: 'Z' })
+  } catch (err) {
+    throw new Error(
+      `MySQL/MariaDB is not reachable at ${database.host}:${database.port} as ${database.user}. Start it (on this ` +
+        'machine: `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`; with Docker: ' +
+        '`docker compose up -d mysql`) or set MYSQL_HOST/MYSQL_PORT/TEST_MYSQL_USER/TEST_MYSQL_PASSWORD.',
+      { cause: err },
+    )
+  }
+}
+
+/** Creates an empty database of the test's own; `drop()` removes it. */
+export async function createTestDatabase(): Promise<{ name: string; drop: () => Promise<void> }> {
+  const name = uniqueName('test')
+  const connection = await connectDatabase()
+  try {
+    await connection.query(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4`)
+  } finally {
+    await connection.end()
+  }
+  return {
+    name,
+    drop: async () => {
+      const c = await connectDatabase()
+      try {
+        await c.query(`DROP DATABASE IF EXISTS \`${name}\``)
+      } finally {
+        await c.end()
+      }
+    },
+  }
+}
