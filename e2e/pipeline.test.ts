@@ -1,14 +1,10 @@
 // End to end: the built producer and consumer as processes, a real RabbitMQ and a real database.
 // HTTP in, rows out.
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RowDataPacket } from 'mysql2/promise'
-import { broker, connectBroker, uniqueName, waitFor } from '../test-support/index.js'
-import { connectDatabase, createTestDatabase, database } from '../test-support/database.js'
-import { freePort, spawnService, type ServiceProcess } from '../test-support/process.js'
-
-const producerMain = fileURLToPath(new URL('../producer-service/dist/main.js', import.meta.url))
-const consumerMain = fileURLToPath(new URL('../consumer-service/dist/main.js', import.meta.url))
+import { waitFor } from '../test-support/index.js'
+import { connectDatabase } from '../test-support/database.js'
+import { acceptedIds, System } from './harness.js'
 
 const readmeExample = {
   user_id: 123,
@@ -18,92 +14,48 @@ const readmeExample = {
 }
 
 describe('the pipeline', () => {
-  const queue = uniqueName('e2e')
-  let db: Awaited<ReturnType<typeof createTestDatabase>>
-  let producer: ServiceProcess
-  let consumer: ServiceProcess
-  let api: string
-  let health: string
+  const system = new System()
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    const [port, healthPort] = [await freePort(), await freePort()]
-    const common = {
-      RABBITMQ_HOST: broker.host,
-      RABBITMQ_PORT: String(broker.port),
-      RABBITMQ_USER: broker.user,
-      RABBITMQ_PASS: broker.pass,
-      RABBITMQ_QUEUE: queue,
-    }
-    producer = spawnService(producerMain, { ...common, HOST: '127.0.0.1', PORT: String(port) })
-    consumer = spawnService(consumerMain, {
-      ...common,
-      MYSQL_HOST: database.host,
-      MYSQL_PORT: String(database.port),
-      MYSQL_USER: database.user,
-      MYSQL_PASSWORD: database.password,
-      MYSQL_DATABASE: db.name,
-      HEALTH_HOST: '127.0.0.1',
-      HEALTH_PORT: String(healthPort),
-    })
-    api = `http://127.0.0.1:${port}`
-    health = `http://127.0.0.1:${healthPort}/health`
-    await waitFor(async () => (await fetch(`${api}/health`)).ok, { what: 'the producer to be healthy' })
-    await waitFor(async () => (await fetch(health)).ok, { what: 'the consumer to be healthy' })
+    await system.start()
   })
-
   afterAll(async () => {
-    await producer?.stop()
-    await consumer?.stop()
-    const connection = await connectBroker()
-    const channel = await connection.createChannel()
-    await channel.deleteQueue(queue)
-    await channel.deleteQueue(`${queue}.dlq`)
-    await channel.deleteExchange(`${queue}.dlx`)
-    await connection.close()
-    await db?.drop()
+    await system.stop()
   })
 
-  async function post(body: unknown) {
-    const res = await fetch(`${api}/api/v1/events/track`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    })
-    return { status: res.status, body: (await res.json()) as { event_id: string } }
-  }
-
-  async function storedRows(): Promise<RowDataPacket[]> {
-    const connection = await connectDatabase(db.name)
+  async function row(eventId: string): Promise<RowDataPacket | undefined> {
+    const connection = await connectDatabase(system.databaseName)
     try {
       const [rows] = await connection.query<RowDataPacket[]>(
-        'SELECT event_id, user_id, event_type, `timestamp`, metadata FROM user_activities',
+        'SELECT event_id, user_id, event_type, `timestamp`, metadata FROM user_activities WHERE event_id = ?',
+        [eventId],
       )
-      return rows
+      return rows[0]
     } finally {
       await connection.end()
     }
   }
 
   it('reports both services healthy', async () => {
-    expect(await (await fetch(`${api}/health`)).json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up' } })
-    expect(await (await fetch(health)).json()).toEqual({
+    expect(await (await fetch(system.producerHealth)).json()).toEqual({
+      status: 'healthy',
+      checks: { rabbitmq: 'up' },
+    })
+    expect(await (await fetch(system.consumerHealth)).json()).toEqual({
       status: 'healthy',
       checks: { rabbitmq: 'up', mysql: 'up' },
     })
   })
 
   it("stores the README's example as one row with its values", async () => {
-    const { status, body } = await post(readmeExample)
+    const { status, eventId } = await system.post(readmeExample)
     expect(status).toBe(202)
-    const row = await waitFor(async () => (await storedRows()).find((r) => r.event_id === body.event_id), {
-      what: 'the example row',
-    })
+    const stored = await waitFor(() => row(eventId as string), { what: 'the example row' })
     expect({
-      ...row,
-      metadata: typeof row.metadata === 'string' ? JSON.parse(row.metadata) : row.metadata,
+      ...stored,
+      metadata: typeof stored.metadata === 'string' ? JSON.parse(stored.metadata) : stored.metadata,
     }).toEqual({
-      event_id: body.event_id,
+      event_id: eventId,
       user_id: 123,
       event_type: 'page_view',
       timestamp: new Date('2026-02-20T10:00:00Z'),
@@ -111,35 +63,32 @@ describe('the pipeline', () => {
     })
   })
 
-  it('stores each of a few hundred concurrent events exactly once, within seconds', async () => {
+  it('stores each of a few hundred concurrent events exactly once, with its values, within seconds', async () => {
     const events = Array.from({ length: 400 }, (_, i) => ({
       user_id: 1000 + i,
       event_type: i % 2 ? 'login' : 'logout',
       timestamp: new Date(Date.UTC(2026, 1, 20, 10, 0, 0, i)).toISOString().replace('Z', '+00:00'),
       metadata: { i, text: 'héllo ✓' },
     }))
-    const answers = await Promise.all(events.map((e) => post(e)))
-    expect(answers.map((a) => a.status)).toEqual(events.map(() => 202))
-    const accepted = new Map(answers.map((a, i) => [a.body.event_id, events[i]]))
+    const outcomes = await system.postMany(events.length, 100, (i) => events[i])
+    expect(outcomes.map((o) => o.status)).toEqual(events.map(() => 202))
+    const accepted = acceptedIds(outcomes)
 
     const started = Date.now()
-    await waitFor(async () => (await storedRows()).filter((r) => accepted.has(r.event_id)).length === accepted.size, {
-      what: `${accepted.size} rows`,
-      timeoutMs: 10_000,
-    })
+    const result = await system.settle(accepted, 10_000)
     expect(Date.now() - started).toBeLessThan(10_000)
-    const rows = (await storedRows()).filter((r) => accepted.has(r.event_id))
-    expect(new Set(rows.map((r) => r.event_id)).size).toBe(rows.length)
-    for (const row of rows) {
-      const sent = accepted.get(row.event_id)
-      expect(row.user_id).toBe(sent?.user_id)
-      expect(row.event_type).toBe(sent?.event_type)
-      expect((row.timestamp as Date).toISOString()).toBe(new Date(sent?.timestamp as string).toISOString())
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+    for (const [i, outcome] of outcomes.entries()) {
+      const stored = await row(outcome.eventId as string)
+      expect(stored?.user_id).toBe(events[i]?.user_id)
+      expect(stored?.event_type).toBe(events[i]?.event_type)
+      expect((stored?.timestamp as Date).toISOString()).toBe(new Date(events[i]?.timestamp as string).toISOString())
     }
   })
 
   it('stops both services cleanly on SIGTERM', async () => {
-    expect(await producer.stop()).toBe(0)
-    expect(await consumer.stop()).toBe(0)
+    expect(await system.producer?.stop()).toBe(0)
+    expect(await system.consumer?.stop()).toBe(0)
   })
 })

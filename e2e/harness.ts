@@ -1,0 +1,213 @@
+// The whole system for end-to-end tests: the built producer and consumer as processes, on a
+// queue and a database of the test's own, with the probes the tests judge the promise by.
+import { fileURLToPath } from 'node:url'
+import type { RowDataPacket } from 'mysql2/promise'
+import { broker, connectBroker, uniqueName, waitFor } from '../test-support/index.js'
+import { connectDatabase, createTestDatabase, database } from '../test-support/database.js'
+import { freePort, spawnService, type ServiceProcess } from '../test-support/process.js'
+
+const producerMain = fileURLToPath(new URL('../producer-service/dist/main.js', import.meta.url))
+const consumerMain = fileURLToPath(new URL('../consumer-service/dist/main.js', import.meta.url))
+
+export interface SystemOptions {
+  /** Where the services reach RabbitMQ and MySQL (a TcpProxy's port, to cut them). */
+  brokerPort?: number
+  databasePort?: number
+  /** Start the consumer now (default) or later with `startConsumer()`. */
+  consumer?: boolean
+  consumerEnv?: Record<string, string>
+  producerEnv?: Record<string, string>
+}
+
+export interface PostOutcome {
+  status: number | 'error'
+  eventId?: string
+  body?: unknown
+}
+
+export class System {
+  readonly queue = uniqueName('e2e')
+  api = ''
+  producerHealth = ''
+  consumerHealth = ''
+  producer: ServiceProcess | undefined
+  consumer: ServiceProcess | undefined
+  databaseName = ''
+  readonly #options: SystemOptions
+  #dropDatabase: (() => Promise<void>) | undefined
+  #consumerEnv: Record<string, string> = {}
+
+  constructor(options: SystemOptions = {}) {
+    this.#options = options
+  }
+
+  async start(): Promise<this> {
+    const db = await createTestDatabase()
+    this.databaseName = db.name
+    this.#dropDatabase = db.drop
+    const common = {
+      RABBITMQ_HOST: broker.host,
+      RABBITMQ_PORT: String(this.#options.brokerPort ?? broker.port),
+      RABBITMQ_USER: broker.user,
+      RABBITMQ_PASS: broker.pass,
+      RABBITMQ_QUEUE: this.queue,
+    }
+    const port = await freePort()
+    const healthPort = await freePort()
+    this.api = `http://127.0.0.1:${port}`
+    this.producerHealth = `${this.api}/health`
+    this.consumerHealth = `http://127.0.0.1:${healthPort}/health`
+    this.#consumerEnv = {
+      ...common,
+      MYSQL_HOST: database.host,
+      MYSQL_PORT: String(this.#options.databasePort ?? database.port),
+      MYSQL_USER: database.user,
+      MYSQL_PASSWORD: database.password,
+      MYSQL_DATABASE: db.name,
+      HEALTH_HOST: '127.0.0.1',
+      HEALTH_PORT: String(healthPort),
+      ...this.#options.consumerEnv,
+    }
+    this.producer = spawnService(producerMain, {
+      ...common,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      ...this.#options.producerEnv,
+    })
+    await waitFor(() => this.healthy(this.producerHealth), { what: 'the producer to be healthy', timeoutMs: 15_000 })
+    if (this.#options.consumer !== false) await this.startConsumer()
+    return this
+  }
+
+  async startConsumer(): Promise<void> {
+    this.consumer = spawnService(consumerMain, this.#consumerEnv)
+    await waitFor(() => this.healthy(this.consumerHealth), { what: 'the consumer to be healthy', timeoutMs: 15_000 })
+  }
+
+  async healthy(url: string): Promise<boolean> {
+    try {
+      return (await fetch(url)).status === 200
+    } catch {
+      return false // not listening: not healthy
+    }
+  }
+
+  async healthStatus(url: string): Promise<number | 'down'> {
+    try {
+      return (await fetch(url)).status
+    } catch {
+      return 'down'
+    }
+  }
+
+  /** Stops both services and removes the queue and the database, whatever state they are in. */
+  async stop(): Promise<void> {
+    await this.producer?.stop()
+    await this.consumer?.stop()
+    const connection = await connectBroker()
+    const channel = await connection.createChannel()
+    await channel.deleteQueue(this.queue)
+    await channel.deleteQueue(`${this.queue}.dlq`)
+    await channel.deleteExchange(`${this.queue}.dlx`)
+    await connection.close()
+    await this.#dropDatabase?.()
+  }
+
+  async post(body: unknown, init: { contentType?: string; raw?: string | Buffer } = {}): Promise<PostOutcome> {
+    try {
+      const res = await fetch(`${this.api}/api/v1/events/track`, {
+        method: 'POST',
+        headers: { 'content-type': init.contentType ?? 'application/json' },
+        body: init.raw ?? JSON.stringify(body),
+      })
+      const text = await res.text()
+      let parsed: unknown = text
+      try {
+        parsed = JSON.parse(text)
+      } catch {
+        // not JSON: the caller sees the text
+      }
+      return { status: res.status, eventId: (parsed as { event_id?: string })?.event_id, body: parsed }
+    } catch (err) {
+      return { status: 'error', body: (err as Error).cause ?? err }
+    }
+  }
+
+  /** Posts `count` distinct events with `concurrency` clients; returns every outcome. */
+  async postMany(count: number, concurrency = 64, make: (i: number) => unknown = event): Promise<PostOutcome[]> {
+    const outcomes: PostOutcome[] = new Array(count)
+    let next = 0
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < count) {
+          const i = next++
+          outcomes[i] = await this.post(make(i))
+        }
+      }),
+    )
+    return outcomes
+  }
+
+  async storedIds(): Promise<string[]> {
+    const connection = await connectDatabase(this.databaseName)
+    try {
+      const [rows] = await connection.query<RowDataPacket[]>('SELECT event_id FROM user_activities')
+      return rows.map((r) => r.event_id as string)
+    } catch (err) {
+      if ((err as { errno?: number }).errno === 1146) return [] // no table until the consumer starts
+      throw err
+    } finally {
+      await connection.end()
+    }
+  }
+
+  async queueDepth(): Promise<{ ready: number; dead: number }> {
+    const connection = await connectBroker()
+    try {
+      const channel = await connection.createChannel()
+      const ready = (await channel.checkQueue(this.queue)).messageCount
+      const dead = (await channel.checkQueue(`${this.queue}.dlq`)).messageCount
+      return { ready, dead }
+    } finally {
+      await connection.close()
+    }
+  }
+
+  /** Waits until every accepted event is stored; returns what a verdict needs. */
+  async settle(accepted: Set<string>, timeoutMs = 60_000) {
+    await waitFor(
+      async () => {
+        const stored = new Set(await this.storedIds())
+        return [...accepted].every((id) => stored.has(id))
+      },
+      { what: `${accepted.size} accepted events stored`, timeoutMs, intervalMs: 200 },
+    )
+    await waitFor(async () => (await this.queueDepth()).ready === 0, { what: 'an empty queue', timeoutMs })
+    return verdict(accepted, await this.storedIds())
+  }
+}
+
+/** The promise, checked: every accepted event_id stored, none twice. */
+export function verdict(accepted: Set<string>, storedIds: string[]) {
+  const counts = new Map<string, number>()
+  for (const id of storedIds) counts.set(id, (counts.get(id) ?? 0) + 1)
+  return {
+    accepted: accepted.size,
+    stored: storedIds.length,
+    missing: [...accepted].filter((id) => !counts.has(id)),
+    duplicated: [...counts].filter(([, n]) => n > 1).map(([id]) => id),
+  }
+}
+
+export function acceptedIds(outcomes: PostOutcome[]): Set<string> {
+  return new Set(outcomes.filter((o) => o.status === 202 && o.eventId).map((o) => o.eventId as string))
+}
+
+export function event(i: number) {
+  return {
+    user_id: 1 + (i % 2147483000),
+    event_type: i % 3 === 0 ? 'login' : 'page_view',
+    timestamp: new Date(Date.UTC(2026, 1, 20, 10) + i).toISOString(),
+    metadata: { i, page_url: `/products/${i}` },
+  }
+}
