@@ -148,6 +148,19 @@ export class System {
     return outcomes
   }
 
+  async storedCount(): Promise<number> {
+    const connection = await connectDatabase(this.databaseName)
+    try {
+      const [rows] = await connection.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM user_activities')
+      return Number(rows[0]?.n)
+    } catch (err) {
+      if ((err as { errno?: number }).errno === 1146) return 0 // no table until the consumer starts
+      throw err
+    } finally {
+      await connection.end()
+    }
+  }
+
   async storedIds(): Promise<string[]> {
     const connection = await connectDatabase(this.databaseName)
     try {

@@ -1,0 +1,371 @@
+// The promise under faults: every scenario runs the built services against the real RabbitMQ and
+// MariaDB/MySQL, sends a known set of events and ends by comparing the 202'd event_ids with the
+// rows: none missing, none twice. This file runs alone, after every other test (vitest.config.ts),
+// because one scenario restarts the shared RabbitMQ; what a scenario stops or cuts it restores in
+// a `finally`. Each scenario logs what it measured.
+import { execFileSync } from 'node:child_process'
+import { randomBytes, randomUUID } from 'node:crypto'
+import { afterEach, describe, expect, it } from 'vitest'
+import { messageProperties } from 'event-contract'
+import { broker, connectBroker, TcpProxy, waitFor } from '../test-support/index.js'
+import { connectDatabase, database } from '../test-support/database.js'
+import { acceptedIds, event, System, type PostOutcome, type SystemOptions } from './harness.js'
+
+let system: System | undefined
+const proxies: TcpProxy[] = []
+
+afterEach(async () => {
+  await system?.stop()
+  system = undefined
+  for (const proxy of proxies.splice(0)) await proxy.stop()
+})
+
+async function start(options: SystemOptions = {}) {
+  system = await new System(options).start()
+  return system
+}
+
+async function proxyTo(target: { host: string; port: number }) {
+  const proxy = await new TcpProxy(target).start()
+  proxies.push(proxy)
+  return proxy
+}
+
+function report(scenario: string, figures: Record<string, unknown>) {
+  console.log(`[faults] ${scenario}: ${JSON.stringify(figures)}`)
+}
+
+function rabbitmqctl(...args: string[]) {
+  execFileSync('rabbitmqctl', args, { stdio: 'ignore', timeout: 120_000 })
+}
+
+/** Posts events in the background until `stop()`; returns the outcomes. */
+function postContinuously(target: System, ratePerSecond: number) {
+  const outcomes: PostOutcome[] = []
+  let running = true
+  let i = 0
+  const loop = (async () => {
+    while (running) {
+      const started = Date.now()
+      outcomes.push(await target.post(event(i++)))
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1000 / ratePerSecond - (Date.now() - started))))
+    }
+  })()
+  return {
+    outcomes,
+    async stop() {
+      running = false
+      await loop
+      return outcomes
+    },
+  }
+}
+
+describe('faults', () => {
+  it('consumer killed: SIGKILL mid-drain of 20,000 events, restart, all stored once', async () => {
+    // Small batches make the drain last long enough to be interrupted.
+    const s = await start({ consumer: false, consumerEnv: { CONSUMER_PREFETCH: '100', CONSUMER_BATCH_SIZE: '50' } })
+    const outcomes = await s.postMany(20_000, 64)
+    const accepted = acceptedIds(outcomes)
+    expect(accepted.size).toBe(20_000)
+
+    await s.startConsumer()
+    await waitFor(async () => (await s.storedCount()) >= 3000, { what: 'the drain under way', intervalMs: 10 })
+    s.consumer?.child.kill('SIGKILL')
+    await s.consumer?.exited
+    const atKill = await s.storedCount()
+    expect(atKill).toBeLessThan(20_000)
+
+    await s.startConsumer()
+    const result = await s.settle(accepted)
+    const { dead } = await s.queueDepth()
+    report('consumer killed', { sent: 20_000, storedAtKill: atKill, ...summary(result), deadLettered: dead })
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+    expect(dead).toBe(0)
+  })
+
+  it('database outage: 20 s unreachable while events flow; 202s go on, 503 and back, all stored once', async () => {
+    const proxy = await proxyTo({ host: database.host, port: database.port })
+    const s = await start({ databasePort: proxy.port, consumerEnv: { CONSUMER_RETRY_MAX_MS: '2000' } })
+    const traffic = postContinuously(s, 100)
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+
+    const healthDuringOutage: (number | 'down')[] = []
+    const outageStarted = Date.now()
+    try {
+      await proxy.cut()
+      while (Date.now() - outageStarted < 20_000) {
+        healthDuringOutage.push(await s.healthStatus(s.consumerHealth))
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+      }
+    } finally {
+      await proxy.restore()
+    }
+    const outageSeconds = (Date.now() - outageStarted) / 1000
+    await waitFor(() => s.healthy(s.consumerHealth), { what: 'consumer /health 200 again', timeoutMs: 15_000 })
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    const outcomes = await traffic.stop()
+
+    const accepted = acceptedIds(outcomes)
+    const result = await s.settle(accepted)
+    const { dead } = await s.queueDepth()
+    report('database outage', {
+      outageSeconds,
+      posted: outcomes.length,
+      non202: outcomes.filter((o) => o.status !== 202).length,
+      consumerHealthDuringOutage: healthDuringOutage,
+      ...summary(result),
+      deadLettered: dead,
+    })
+    expect(outcomes.every((o) => o.status === 202)).toBe(true)
+    expect(healthDuringOutage.slice(2).every((status) => status === 503)).toBe(true)
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+    expect(dead).toBe(0)
+  })
+
+  it('broker restart with events queued: they survive; 500 fast and 503 meanwhile; both reconnect', async () => {
+    // The consumer's database is cut first, so that events are still queued when RabbitMQ stops.
+    const dbProxy = await proxyTo({ host: database.host, port: database.port })
+    const s = await start({ databasePort: dbProxy.port, consumerEnv: { CONSUMER_RETRY_MAX_MS: '1000' } })
+    const before = await s.postMany(5000, 64)
+    let outage: {
+      queuedAtStop: number
+      seconds: number
+      postStatuses: (number | 'error')[]
+      slowestMs: number
+      health: unknown[]
+    }
+    try {
+      await dbProxy.cut()
+      const beforeStop = await s.postMany(3000, 64)
+      before.push(...beforeStop)
+      const queuedAtStop = (await s.queueDepth()).ready
+      const stopped = Date.now()
+      const postStatuses: (number | 'error')[] = []
+      const health: unknown[] = []
+      let slowestMs = 0
+      try {
+        rabbitmqctl('stop_app')
+        for (let i = 0; i < 10; i++) {
+          const t = Date.now()
+          postStatuses.push((await s.post(event(100_000 + i))).status)
+          slowestMs = Math.max(slowestMs, Date.now() - t)
+          health.push([await s.healthStatus(s.producerHealth), await s.healthStatus(s.consumerHealth)])
+          await new Promise((resolve) => setTimeout(resolve, 200))
+        }
+      } finally {
+        rabbitmqctl('start_app')
+        rabbitmqctl('await_startup')
+      }
+      outage = { queuedAtStop, seconds: (Date.now() - stopped) / 1000, postStatuses, slowestMs, health }
+    } finally {
+      await dbProxy.restore()
+    }
+
+    await waitFor(() => s.healthy(s.producerHealth), { what: 'producer /health 200', timeoutMs: 30_000 })
+    await waitFor(() => s.healthy(s.consumerHealth), { what: 'consumer /health 200', timeoutMs: 30_000 })
+    const after = await s.postMany(1000, 64)
+    const accepted = acceptedIds([...before, ...after])
+    const result = await s.settle(accepted)
+    const { dead } = await s.queueDepth()
+    report('broker restart', { ...outage, ...summary(result), deadLettered: dead })
+    expect(before.every((o) => o.status === 202)).toBe(true)
+    expect(outage.queuedAtStop).toBeGreaterThan(0)
+    expect(after.every((o) => o.status === 202)).toBe(true)
+    expect(outage.postStatuses.every((status) => status === 500)).toBe(true)
+    expect(outage.slowestMs).toBeLessThan(1000)
+    expect(outage.health.every((h) => (h as unknown[])[0] === 503 && (h as unknown[])[1] === 503)).toBe(true)
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+    expect(dead).toBe(0)
+  })
+
+  it('poison messages: the valid ones stored, the poison ones dead-lettered, the queue empty', async () => {
+    const s = await start()
+    // The test's own database, narrowed so that one valid-looking event is refused by it.
+    const connection = await connectDatabase(s.databaseName)
+    await connection.query('ALTER TABLE user_activities MODIFY event_type VARCHAR(10) NOT NULL')
+    await connection.end()
+
+    const amqp = await connectBroker()
+    const channel = await amqp.createConfirmChannel()
+    const refused = {
+      event_id: randomUUID(),
+      user_id: 1,
+      event_type: 'longer_than_ten',
+      timestamp: '2026-02-20T10:00:00.000Z',
+      metadata: {},
+      received_at: '2026-02-20T10:00:00.000Z',
+    }
+    const poison = [
+      randomBytes(64),
+      Buffer.from('{"user_id": 1, "event_type": "login"'),
+      Buffer.from(JSON.stringify({ hello: 'world' })),
+      Buffer.from(JSON.stringify({ ...refused, event_id: 'not-a-uuid' })),
+      Buffer.from(JSON.stringify(refused)),
+    ]
+    const outcomes: PostOutcome[] = []
+    try {
+      for (const [i, bad] of poison.entries()) {
+        outcomes.push(...(await s.postMany(20, 4, (j) => ({ ...event(i * 100 + j), event_type: 'ok' }))))
+        channel.publish('', s.queue, bad, messageProperties(randomUUID()))
+        await channel.waitForConfirms()
+      }
+      outcomes.push(...(await s.postMany(20, 4, (j) => ({ ...event(1000 + j), event_type: 'ok' }))))
+    } finally {
+      await amqp.close()
+    }
+
+    const accepted = acceptedIds(outcomes)
+    const result = await s.settle(accepted)
+    await waitFor(async () => (await s.queueDepth()).dead === poison.length, { what: 'the poison dead-lettered' })
+    const depth = await s.queueDepth()
+    report('poison messages', { valid: accepted.size, poison: poison.length, ...summary(result), ...depth })
+    expect(accepted.size).toBe(120)
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+    expect(result.stored).toBe(120)
+    expect(depth).toEqual({ ready: 0, dead: poison.length })
+  })
+
+  it('producer SIGTERM under load: exit 0; every 202 stored; the rest refused or failed visibly', async () => {
+    const s = await start()
+    const outcomes: PostOutcome[] = []
+    let posting = true
+    let i = 0
+    const clients = Array.from({ length: 64 }, async () => {
+      while (posting) {
+        const outcome = await s.post(event(i++))
+        outcomes.push(outcome)
+        if (outcome.status === 'error') await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    })
+    await waitFor(() => outcomes.length > 2000, { what: 'load under way' })
+    const exitCode = await s.producer?.stop()
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    posting = false
+    await Promise.all(clients)
+
+    const accepted = acceptedIds(outcomes)
+    const statuses = new Map<string, number>()
+    for (const o of outcomes) statuses.set(String(o.status), (statuses.get(String(o.status)) ?? 0) + 1)
+    const result = await s.settle(accepted)
+    report('producer SIGTERM', { exitCode, outcomes: Object.fromEntries(statuses), ...summary(result) })
+    expect(exitCode).toBe(0)
+    expect([...statuses.keys()].every((status) => ['202', '503', '500', 'error'].includes(status))).toBe(true)
+    expect(statuses.get('error')).toBeGreaterThan(0) // refused once it stopped listening
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+  })
+
+  it('client retries: one event_id posted 5 times concurrently is stored once', async () => {
+    const s = await start()
+    const eventIds = Array.from({ length: 20 }, () => randomUUID())
+    const outcomes = await Promise.all(
+      eventIds.flatMap((eventId, i) => Array.from({ length: 5 }, () => s.post({ ...event(i), event_id: eventId }))),
+    )
+    const accepted = acceptedIds(outcomes)
+    const result = await s.settle(accepted)
+    report('client retries', { posts: outcomes.length, distinct: eventIds.length, ...summary(result) })
+    expect(outcomes.every((o) => o.status === 202)).toBe(true)
+    expect(accepted).toEqual(new Set(eventIds))
+    expect(result.stored).toBe(eventIds.length)
+    expect(result.duplicated).toEqual([])
+  })
+
+  it('hostile input: 2,000+ malformed requests get a documented 4xx, nothing is queued, health stays', async () => {
+    const s = await start({ consumer: false })
+    const requests = hostileRequests(2400)
+    const outcomes: { status: number | 'error'; body: unknown }[] = []
+    let next = 0
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (next < requests.length) {
+          const r = requests[next++] as HostileRequest
+          outcomes.push(await s.post(undefined, { raw: r.body, contentType: r.contentType }))
+        }
+      }),
+    )
+    const byStatus = new Map<string, number>()
+    for (const o of outcomes) byStatus.set(String(o.status), (byStatus.get(String(o.status)) ?? 0) + 1)
+    const badShape = outcomes.filter((o) => !documentedShape(o.status, o.body))
+    const healthy = await s.healthy(s.producerHealth)
+    const { ready } = await s.queueDepth()
+    report('hostile input', { requests: outcomes.length, byStatus: Object.fromEntries(byStatus), queued: ready })
+    expect(outcomes).toHaveLength(requests.length)
+    expect(badShape.slice(0, 5)).toEqual([])
+    expect(healthy).toBe(true)
+    expect(ready).toBe(0)
+  })
+})
+
+function summary(result: { accepted: number; stored: number; missing: string[]; duplicated: string[] }) {
+  return {
+    accepted: result.accepted,
+    rows: result.stored,
+    missing: result.missing.length,
+    duplicated: result.duplicated.length,
+  }
+}
+
+interface HostileRequest {
+  body: string | Buffer
+  contentType: string
+}
+
+/** Every answer to garbage is a 4xx in the documented shape. */
+function documentedShape(status: number | 'error', body: unknown): boolean {
+  if (status === 400) {
+    const b = body as { detail?: unknown; message?: unknown }
+    return (
+      b.message === 'Invalid UserActivityEvent payload' &&
+      Array.isArray(b.detail) &&
+      b.detail.length > 0 &&
+      b.detail.every(
+        (d: { loc?: unknown; msg?: unknown; type?: unknown }) =>
+          Array.isArray(d.loc) && d.loc[0] === 'body' && typeof d.msg === 'string' && typeof d.type === 'string',
+      )
+    )
+  }
+  if (status === 413 || status === 415) {
+    const b = body as { detail?: unknown; message?: unknown }
+    return typeof b.detail === 'string' && typeof b.message === 'string'
+  }
+  return false
+}
+
+/** Deterministic garbage: a seeded generator, so a failure can be replayed. */
+function hostileRequests(count: number): HostileRequest[] {
+  let seed = 0x5eed
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff
+    return seed / 0x7fffffff
+  }
+  const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)] as T
+  const valid = { user_id: 1, event_type: 'login', timestamp: '2026-02-20T10:00:00Z' }
+  const json = (value: unknown) => ({ body: JSON.stringify(value), contentType: 'application/json' })
+  const deep = (depth: number) => '{"a":'.repeat(depth) + '1' + '}'.repeat(depth)
+  const generators: (() => HostileRequest)[] = [
+    () => ({ body: randomBytes(1 + Math.floor(random() * 2000)), contentType: 'application/json' }),
+    () => ({ body: randomBytes(200), contentType: pick(['text/plain', 'application/xml', 'multipart/form-data']) }),
+    () => ({ body: JSON.stringify(valid), contentType: pick(['text/html', 'application/x-www-form-urlencoded']) }),
+    () => json({ ...valid, user_id: pick([0, -1, 2147483648, 1.5, '1', null, true, [], {}, 1e308]) }),
+    () => json({ ...valid, event_type: pick(['', 'x'.repeat(51), 7, null, 'a\u0000b', ['x'], '\ud800']) }),
+    () =>
+      json({ ...valid, timestamp: pick(['2026-02-30T10:00:00Z', 'now', 0, '2026-02-20T25:00:00Z', '99999-01-01']) }),
+    () => json({ ...valid, metadata: pick([[], 'x', 3, true]) }),
+    () => ({
+      body: JSON.stringify({ ...valid }).replace('}', `,"metadata":${deep(100 + Math.floor(random() * 5000))}}`),
+      contentType: 'application/json',
+    }),
+    () => json({ ...valid, metadata: { big: 'x'.repeat(70_000 + Math.floor(random() * 100_000)) } }),
+    () => json(pick([[], 'text', 42, null, {}, [valid]])),
+    () => json({ ...valid, event_id: pick(['x', '', 5, randomUUID().slice(1)]) }),
+    () => ({ body: deep(20_000), contentType: 'application/json' }),
+    () => ({ body: '{"user_id":1,"__proto__":{"polluted":true}}', contentType: 'application/json' }),
+    () => ({ body: '', contentType: 'application/json' }),
+  ]
+  return Array.from({ length: count }, (_, i) => (generators[i % generators.length] as () => HostileRequest)())
+}
