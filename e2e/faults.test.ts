@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import { messageProperties } from 'event-contract'
-import { broker, connectBroker, TcpProxy, waitFor } from '../test-support/index.js'
+import { connectBroker, TcpProxy, waitFor } from '../test-support/index.js'
 import { connectDatabase, database } from '../test-support/database.js'
 import { acceptedIds, event, System, type PostOutcome, type SystemOptions } from './harness.js'
 
@@ -278,7 +278,7 @@ describe('faults', () => {
   it('hostile input: 2,000+ malformed requests get a documented 4xx, nothing is queued, health stays', async () => {
     const s = await start({ consumer: false })
     const requests = hostileRequests(2400)
-    const outcomes: { status: number | 'error'; body: unknown }[] = []
+    const outcomes: PostOutcome[] = []
     let next = 0
     await Promise.all(
       Array.from({ length: 32 }, async () => {
