@@ -2,7 +2,7 @@
 // commands the images run (install, build, start, healthcheck) are exercised as written. Each
 // stage gets a directory standing in for the image's root file system; the host's Node.js and
 // npm stand in for the base image. COPY, RUN, WORKDIR, ENV, HEALTHCHECK and CMD are honoured;
-// USER and EXPOSE have no meaning here.
+// USER and EXPOSE have no meaning here, and a RUN's cache mount is this machine's npm cache.
 import { execFileSync } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
 import path from 'node:path'

@@ -1,34 +1,14 @@
 // The consumer process: configuration, logger, database, broker consumer, health server, signals.
 import closeWithGrace from 'close-with-grace'
-import { pino } from 'pino'
-import { ConfigError } from 'event-contract'
-import { readConfig, type Config } from './config.js'
+import { configOrExit, createLogger } from 'event-contract'
+import { readConfig } from './config.js'
 import { buildHealthApp } from './health.js'
 import { Store } from './store.js'
 import { backoffDelay, Worker } from './worker.js'
 
-let config: Config
-try {
-  config = readConfig()
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err
-  console.error(err.message)
-  process.exit(1)
-}
-
-const logger = pino({
-  name: 'consumer-service',
-  level: config.LOG_LEVEL,
-  ...(process.stdout.isTTY && process.env.NODE_ENV !== 'production' ? { transport: { target: 'pino-pretty' } } : {}),
-})
-const store = new Store({
-  host: config.MYSQL_HOST,
-  port: config.MYSQL_PORT,
-  user: config.MYSQL_USER,
-  password: config.MYSQL_PASSWORD,
-  database: config.MYSQL_DATABASE,
-  logger,
-})
+const config = configOrExit(readConfig)
+const logger = createLogger('consumer-service', config.LOG_LEVEL)
+const store = Store.fromConfig(config, logger)
 const worker = new Worker({ config, store, logger })
 const health = await buildHealthApp({ worker, store, logger })
 const shutdown = new AbortController()

@@ -83,6 +83,26 @@ export interface StoreOptions {
 }
 
 export class Store {
+  static fromConfig(
+    config: {
+      MYSQL_HOST: string
+      MYSQL_PORT: number
+      MYSQL_USER: string
+      MYSQL_PASSWORD: string
+      MYSQL_DATABASE: string
+    },
+    logger: Logger,
+  ): Store {
+    return new Store({
+      host: config.MYSQL_HOST,
+      port: config.MYSQL_PORT,
+      user: config.MYSQL_USER,
+      password: config.MYSQL_PASSWORD,
+      database: config.MYSQL_DATABASE,
+      logger,
+    })
+  }
+
   readonly #pool: Pool
   readonly #log: Logger
   readonly #connection: PoolOptions

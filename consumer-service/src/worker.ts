@@ -1,14 +1,13 @@
 // Consumes events from RabbitMQ in batches and stores them: ack after commit, dead-letter what
 // can never be stored, hold and retry what cannot be stored yet.
-import amqp, { type Channel, type ChannelModel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib'
+import type { Channel, ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
 import {
-  assertTopology,
-  brokerConnectOptions,
-  isPreconditionFailed,
+  connectBroker,
   parseQueueMessage,
   topologyFor,
   type BrokerConfig,
+  type BrokerConnection,
   type QueueMessage,
   type Topology,
 } from 'event-contract'
@@ -50,7 +49,7 @@ export class Worker {
   readonly #log: Logger
   readonly #topology: Topology
   readonly #batcher: Batcher<Delivery>
-  #connection: RecoveringChannelModel | undefined
+  #broker: BrokerConnection | undefined
   #channel: Channel | undefined
   #consumerTag: string | undefined
   #stopping: AbortController | undefined
@@ -75,67 +74,30 @@ export class Worker {
 
   /** Starts connecting and consuming; returns at once. The connection recovers by itself. */
   async start(): Promise<void> {
-    if (this.#connection) return
+    if (this.#broker) return
     this.#stopping = undefined
-    const connection = await amqp.connect(brokerConnectOptions(this.#config), {
-      clientProperties: { connection_name: 'consumer-service' },
-      noDelay: true,
-      recovery: {
-        waitForConnect: false,
-        initialDelay: 100,
-        maxDelay: 5000,
-        setup: (model: ChannelModel) => this.#setup(model),
+    this.#broker = await connectBroker({
+      config: this.#config,
+      logger: this.#log,
+      name: 'consumer-service',
+      openChannel: (model) => model.createChannel(),
+      ready: (channel) => this.#consume(channel),
+      lost: (channel) => {
+        if (this.#channel === channel) this.#lostChannel()
       },
     })
-    connection.on('connect', () => this.#log.info({ queue: this.#topology.queue }, 'consuming'))
-    connection.on('disconnect', (err: Error) => {
-      this.#lostChannel()
-      this.#log.error({ err }, 'lost the RabbitMQ connection; reconnecting')
-    })
-    connection.on('connect-failed', (err: Error) => this.#log.warn({ err }, 'RabbitMQ connection attempt failed'))
-    connection.on('reconnect-failed', (err: Error) => this.#log.error({ err }, 'gave up reconnecting to RabbitMQ'))
-    connection.on('error', (err: Error) => this.#log.error({ err }, 'RabbitMQ connection error'))
-    connection.on('handler-error', (err: Error, event: string) =>
-      this.#log.error({ err, event }, 'RabbitMQ connection listener threw'),
-    )
-    this.#connection = connection
   }
 
   /** Resolves on the first successful connection (for tests and tools). */
   async waitForConnect(): Promise<void> {
-    await this.#connection?.waitForConnect()
+    await this.#broker?.connection.waitForConnect()
   }
 
   health(): 'up' | 'down' {
     return this.#channel && this.#consumerTag ? 'up' : 'down'
   }
 
-  async #setup(model: ChannelModel): Promise<void> {
-    const channel = await model.createChannel()
-    channel.on('error', (err: Error) => this.#log.error({ err }, 'RabbitMQ channel error'))
-    channel.on('handler-error', (err: Error, event: string) =>
-      this.#log.error({ err, event }, 'RabbitMQ channel listener threw'),
-    )
-    channel.on('close', () => {
-      if (this.#channel !== channel) return
-      this.#lostChannel()
-      if (this.#stopping) return
-      // The channel died while the connection may live on: close the connection so that
-      // recovery opens a fresh channel and consumes again.
-      this.#log.warn('RabbitMQ channel closed; reconnecting')
-      model.close().catch((err: unknown) => this.#log.debug({ err }, 'connection already closed'))
-    })
-    try {
-      await assertTopology(channel, this.#topology)
-    } catch (err) {
-      if (isPreconditionFailed(err)) {
-        this.#log.error(
-          { err, queue: this.#topology.queue, expected: this.#topology },
-          'queue exists with other arguments (406): delete it or set RABBITMQ_QUEUE_TYPE to its type',
-        )
-      }
-      throw err
-    }
+  async #consume(channel: Channel): Promise<void> {
     await channel.prefetch(this.#config.CONSUMER_PREFETCH)
     this.#channel = channel
     const { consumerTag } = await channel.consume(
@@ -151,6 +113,7 @@ export class Worker {
       { noAck: false },
     )
     this.#consumerTag = consumerTag
+    this.#log.info({ queue: this.#topology.queue }, 'consuming')
   }
 
   /** Forgets the channel; the deliveries still buffered come back from the broker. */
@@ -256,9 +219,9 @@ export class Worker {
    * Idempotent.
    */
   async stop(graceMs = 5000): Promise<void> {
-    const connection = this.#connection
-    if (!connection) return
-    this.#connection = undefined
+    const broker = this.#broker
+    if (!broker) return
+    this.#broker = undefined
     const stopping = new AbortController()
     this.#stopping = stopping
     const giveUp = setTimeout(() => stopping.abort(), graceMs)
@@ -273,7 +236,7 @@ export class Worker {
       stopping.abort()
       this.#channel = undefined
       this.#consumerTag = undefined
-      await connection.close()
+      await broker.close()
       this.#log.info('RabbitMQ connection closed')
     }
   }

@@ -91,14 +91,7 @@ async function startConsumer(options: StackOptions = {}) {
     ...options.env,
   })
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
-  const store = new Store({
-    host: config.MYSQL_HOST,
-    port: config.MYSQL_PORT,
-    user: config.MYSQL_USER,
-    password: config.MYSQL_PASSWORD,
-    database: config.MYSQL_DATABASE,
-    logger,
-  })
+  const store = Store.fromConfig(config, logger)
   await store.applySchema()
   const worker = new Worker({ config, store, logger })
   const health = await buildHealthApp({ worker, store, logger })

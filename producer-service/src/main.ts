@@ -1,25 +1,12 @@
 // The producer process: configuration, logger, broker connection, HTTP server, signals.
 import closeWithGrace from 'close-with-grace'
-import { pino } from 'pino'
-import { ConfigError } from 'event-contract'
+import { configOrExit, createLogger } from 'event-contract'
 import { buildApp } from './app.js'
-import { readConfig, type Config } from './config.js'
+import { readConfig } from './config.js'
 import { AmqpPublisher } from './publisher.js'
 
-let config: Config
-try {
-  config = readConfig()
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err
-  console.error(err.message)
-  process.exit(1)
-}
-
-const logger = pino({
-  name: 'producer-service',
-  level: config.LOG_LEVEL,
-  ...(process.stdout.isTTY && process.env.NODE_ENV !== 'production' ? { transport: { target: 'pino-pretty' } } : {}),
-})
+const config = configOrExit(readConfig)
+const logger = createLogger('producer-service', config.LOG_LEVEL)
 const publisher = new AmqpPublisher({ config, logger })
 const app = await buildApp({ publisher, logger, bodyLimit: config.BODY_LIMIT_BYTES })
 

@@ -1,13 +1,12 @@
 // Publishes events to RabbitMQ with publisher confirms, over a self-recovering connection.
-import amqp, { type ConfirmChannel, type ChannelModel, type RecoveringChannelModel } from 'amqplib'
+import type { ConfirmChannel } from 'amqplib'
 import type { Logger } from 'pino'
 import {
-  assertTopology,
-  brokerConnectOptions,
-  isPreconditionFailed,
+  connectBroker,
   messageProperties,
   topologyFor,
   type BrokerConfig,
+  type BrokerConnection,
   type QueueMessage,
   type Topology,
 } from 'event-contract'
@@ -30,11 +29,10 @@ export class AmqpPublisher implements EventPublisher {
   readonly #config: AmqpPublisherOptions['config']
   readonly #log: Logger
   readonly #topology: Topology
-  #connection: RecoveringChannelModel | undefined
+  #broker: BrokerConnection | undefined
   #channel: ConfirmChannel | undefined
   #blocked = false
   #inFlight = 0
-  #closing = false
   /** messageIds the broker returned as unroutable; their confirm must not count as success. */
   readonly #returned = new Set<string>()
 
@@ -46,77 +44,36 @@ export class AmqpPublisher implements EventPublisher {
 
   /** Starts connecting; returns at once. The connection then recovers by itself forever. */
   async start(): Promise<void> {
-    if (this.#connection) return
-    this.#closing = false
-    const connection = await amqp.connect(brokerConnectOptions(this.#config), {
-      clientProperties: { connection_name: 'producer-service' },
-      // Without it Nagle's algorithm holds small publishes back and confirms arrive later.
-      noDelay: true,
-      recovery: {
-        waitForConnect: false,
-        initialDelay: 100,
-        maxDelay: 5000,
-        setup: (model: ChannelModel) => this.#setup(model),
+    if (this.#broker) return
+    this.#broker = await connectBroker({
+      config: this.#config,
+      logger: this.#log,
+      name: 'producer-service',
+      openChannel: (model) => model.createConfirmChannel(),
+      ready: async (channel) => {
+        channel.on('return', (msg: { properties: { messageId?: string } }) => {
+          if (msg.properties.messageId) this.#returned.add(msg.properties.messageId)
+        })
+        this.#blocked = false
+        this.#channel = channel
+      },
+      lost: (channel) => {
+        if (this.#channel === channel) this.#channel = undefined
       },
     })
-    connection.on('connect', () => this.#log.info({ queue: this.#topology.queue }, 'connected to RabbitMQ'))
-    connection.on('disconnect', (err: Error) => {
-      this.#channel = undefined
-      this.#log.error({ err }, 'lost the RabbitMQ connection; reconnecting')
-    })
-    connection.on('connect-failed', (err: Error) => this.#log.warn({ err }, 'RabbitMQ connection attempt failed'))
-    connection.on('reconnect-failed', (err: Error) => this.#log.error({ err }, 'gave up reconnecting to RabbitMQ'))
-    connection.on('error', (err: Error) => this.#log.error({ err }, 'RabbitMQ connection error'))
-    connection.on('handler-error', (err: Error, event: string) =>
-      this.#log.error({ err, event }, 'RabbitMQ connection listener threw'),
-    )
-    connection.on('blocked', (reason: string) => {
+    this.#broker.connection.on('blocked', (reason: string) => {
       this.#blocked = true
       this.#log.warn({ reason }, 'RabbitMQ blocked publishing')
     })
-    connection.on('unblocked', () => {
+    this.#broker.connection.on('unblocked', () => {
       this.#blocked = false
       this.#log.info('RabbitMQ unblocked publishing')
     })
-    this.#connection = connection
   }
 
   /** Resolves on the first successful connection (for tests and tools). */
   async waitForConnect(): Promise<void> {
-    await this.#connection?.waitForConnect()
-  }
-
-  async #setup(model: ChannelModel): Promise<void> {
-    const channel = await model.createConfirmChannel()
-    channel.on('error', (err: Error) => this.#log.error({ err }, 'RabbitMQ channel error'))
-    channel.on('handler-error', (err: Error, event: string) =>
-      this.#log.error({ err, event }, 'RabbitMQ channel listener threw'),
-    )
-    channel.on('return', (msg: { properties: { messageId?: string } }) => {
-      if (msg.properties.messageId) this.#returned.add(msg.properties.messageId)
-    })
-    channel.on('close', () => {
-      if (this.#channel !== channel) return
-      this.#channel = undefined
-      if (this.#closing) return
-      // The channel died while the connection may live on: close the connection so that
-      // recovery opens a fresh channel and redeclares the topology.
-      this.#log.warn('RabbitMQ channel closed; reconnecting')
-      model.close().catch((err: unknown) => this.#log.debug({ err }, 'connection already closed'))
-    })
-    try {
-      await assertTopology(channel, this.#topology)
-    } catch (err) {
-      if (isPreconditionFailed(err)) {
-        this.#log.error(
-          { err, queue: this.#topology.queue, expected: this.#topology },
-          'queue exists with other arguments (406): delete it or set RABBITMQ_QUEUE_TYPE to its type',
-        )
-      }
-      throw err
-    }
-    this.#blocked = false
-    this.#channel = channel
+    await this.#broker?.connection.waitForConnect()
   }
 
   health(): 'up' | 'down' | 'blocked' {
@@ -162,16 +119,15 @@ export class AmqpPublisher implements EventPublisher {
 
   /** Waits for outstanding confirms (bounded by the publish timeout), then closes. Idempotent. */
   async close(): Promise<void> {
-    const connection = this.#connection
-    if (!connection) return
+    const broker = this.#broker
+    if (!broker) return
     const deadline = Date.now() + this.#config.PUBLISH_TIMEOUT_MS
     while (this.#inFlight > 0 && this.#channel && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 10))
     }
-    this.#closing = true
-    this.#connection = undefined
+    this.#broker = undefined
     this.#channel = undefined
-    await connection.close()
+    await broker.close()
     this.#log.info('RabbitMQ connection closed')
   }
 }

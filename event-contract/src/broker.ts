@@ -1,0 +1,80 @@
+// The RabbitMQ connection both services use: amqplib's built-in recovery, and on every
+// (re)connect a fresh channel with the topology declared, handed to the service.
+import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from 'amqplib'
+import type { Logger } from 'pino'
+import { brokerConnectOptions, type BrokerConfig } from './config.js'
+import { assertTopology, isPreconditionFailed, topologyFor } from './topology.js'
+
+export interface BrokerConnectionOptions<C extends Channel> {
+  config: BrokerConfig
+  logger: Logger
+  /** Shown in RabbitMQ's management UI. */
+  name: string
+  /** Opens the service's kind of channel on a new connection. */
+  openChannel: (model: ChannelModel) => Promise<C>
+  /** Receives each new channel once the topology is declared; a throw makes recovery retry. */
+  ready: (channel: C) => Promise<void>
+  /** Told when a channel it received is gone (connection lost, or the channel closed). */
+  lost: (channel: C) => void
+}
+
+export interface BrokerConnection {
+  connection: RecoveringChannelModel
+  /** Stops recovering and closes. */
+  close(): Promise<void>
+}
+
+export async function connectBroker<C extends Channel>(options: BrokerConnectionOptions<C>): Promise<BrokerConnection> {
+  const { config, logger, openChannel, ready, lost } = options
+  const topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
+  let closing = false
+
+  const setup = async (model: ChannelModel) => {
+    const channel = await openChannel(model)
+    channel.on('error', (err: Error) => logger.error({ err }, 'RabbitMQ channel error'))
+    channel.on('handler-error', (err: Error, event: string) =>
+      logger.error({ err, event }, 'RabbitMQ channel listener threw'),
+    )
+    channel.on('close', () => {
+      lost(channel)
+      if (closing) return
+      // The channel may have died alone while the connection lives on: closing the connection
+      // makes recovery open a fresh channel and declare the topology again.
+      model.close().catch((err: unknown) => logger.debug({ err }, 'RabbitMQ connection already closed'))
+    })
+    try {
+      await assertTopology(channel, topology)
+    } catch (err) {
+      if (isPreconditionFailed(err)) {
+        logger.error(
+          { err, queue: topology.queue, expected: topology },
+          'queue exists with other arguments (406): delete it or set RABBITMQ_QUEUE_TYPE to its type',
+        )
+      }
+      throw err
+    }
+    await ready(channel)
+  }
+
+  const connection = await amqp.connect(brokerConnectOptions(config), {
+    clientProperties: { connection_name: options.name },
+    // Without it Nagle's algorithm holds small frames back: confirms and acks arrive later.
+    noDelay: true,
+    recovery: { waitForConnect: false, initialDelay: 100, maxDelay: 5000, setup },
+  })
+  connection.on('connect', () => logger.info({ queue: topology.queue }, 'connected to RabbitMQ'))
+  connection.on('disconnect', (err: Error) => logger.error({ err }, 'lost the RabbitMQ connection; reconnecting'))
+  connection.on('connect-failed', (err: Error) => logger.warn({ err }, 'RabbitMQ connection attempt failed'))
+  connection.on('reconnect-failed', (err: Error) => logger.error({ err }, 'gave up reconnecting to RabbitMQ'))
+  connection.on('error', (err: Error) => logger.error({ err }, 'RabbitMQ connection error'))
+  connection.on('handler-error', (err: Error, event: string) =>
+    logger.error({ err, event }, 'RabbitMQ connection listener threw'),
+  )
+  return {
+    connection,
+    async close() {
+      closing = true
+      await connection.close()
+    },
+  }
+}
