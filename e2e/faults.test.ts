@@ -35,8 +35,18 @@ function report(scenario: string, figures: Record<string, unknown>) {
   console.log(`[faults] ${scenario}: ${JSON.stringify(figures)}`)
 }
 
-function rabbitmqctl(...args: string[]) {
-  execFileSync('rabbitmqctl', args, { stdio: 'ignore', timeout: 120_000 })
+/** How the broker is stopped and started; override when RabbitMQ runs elsewhere (in Docker, say). */
+const brokerStop = process.env.TEST_RABBITMQ_STOP || 'rabbitmqctl stop_app'
+const brokerStart = process.env.TEST_RABBITMQ_START || 'rabbitmqctl start_app && rabbitmqctl await_startup'
+
+function shell(command: string) {
+  try {
+    execFileSync('/bin/sh', ['-c', command], { stdio: 'pipe', timeout: 120_000 })
+  } catch (err) {
+    throw new Error(`\`${command}\` failed; set TEST_RABBITMQ_STOP / TEST_RABBITMQ_START to control the broker`, {
+      cause: err,
+    })
+  }
 }
 
 /** Posts events in the background until `stop()`; returns the outcomes. */
@@ -147,7 +157,7 @@ describe('faults', () => {
       const health: unknown[] = []
       let slowestMs = 0
       try {
-        rabbitmqctl('stop_app')
+        shell(brokerStop)
         for (let i = 0; i < 10; i++) {
           const t = Date.now()
           postStatuses.push((await s.post(event(100_000 + i))).status)
@@ -156,8 +166,7 @@ describe('faults', () => {
           await new Promise((resolve) => setTimeout(resolve, 200))
         }
       } finally {
-        rabbitmqctl('start_app')
-        rabbitmqctl('await_startup')
+        shell(brokerStart)
       }
       outage = { queuedAtStop, seconds: (Date.now() - stopped) / 1000, postStatuses, slowestMs, health }
     } finally {

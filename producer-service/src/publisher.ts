@@ -54,6 +54,7 @@ export class AmqpPublisher implements EventPublisher {
         channel.on('return', (msg: { properties: { messageId?: string } }) => {
           if (msg.properties.messageId) this.#returned.add(msg.properties.messageId)
         })
+        this.#returned.clear() // returns of the previous channel are settled by its closing
         this.#blocked = false
         this.#channel = channel
       },
