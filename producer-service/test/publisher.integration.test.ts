@@ -5,7 +5,7 @@ import { pino } from 'pino'
 import { broker, connectBroker, TcpProxy, uniqueName, waitFor } from '../../test-support/index.js'
 import { buildApp } from '../src/app.js'
 import { readConfig } from '../src/config.js'
-import { AmqpPublisher } from '../src/publisher.js'
+import { AmqpPublisher, socketOf } from '../src/publisher.js'
 
 const seed = {
   user_id: 123,
@@ -95,6 +95,12 @@ describe('with the broker up', () => {
       received_at: expect.stringMatching(/Z$/),
     })
     expect(await channel.get(stack.queue)).toBe(false)
+  })
+
+  it("reaches amqplib's socket, so that the publishes of one event-loop turn share a write", async () => {
+    const confirm = await admin.createConfirmChannel()
+    expect(typeof socketOf(confirm)?.cork).toBe('function')
+    await confirm.close()
   })
 
   it('a 400 publishes nothing', async () => {
