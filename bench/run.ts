@@ -2,7 +2,7 @@
 // drain rate. Needs `npm run build` first and the local RabbitMQ (and MySQL/MariaDB).
 import amqp from 'amqplib'
 import mysql from 'mysql2/promise'
-import { messageProperties, uuidv7 } from 'event-contract'
+import { assertTopology, deleteTopology, messageProperties, topologyFor, uuidv7 } from 'event-contract'
 import { postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
 
 const seconds = Number(process.env.BENCH_SECONDS || 10)
@@ -63,9 +63,7 @@ async function withQueue<T>(run: (queue: string) => Promise<T>): Promise<T> {
   } finally {
     const connection = await connectBroker()
     const channel = await connection.createChannel()
-    await channel.deleteQueue(queue)
-    await channel.deleteQueue(`${queue}.dlq`)
-    await channel.deleteExchange(`${queue}.dlx`)
+    await deleteTopology(channel, topologyFor(queue, 'quorum'))
     await connection.close()
   }
 }
@@ -94,11 +92,7 @@ async function drain(queue: string) {
   try {
     const connection = await connectBroker()
     const channel = await connection.createConfirmChannel()
-    await channel.assertExchange(`${queue}.dlx`, 'fanout', { durable: true })
-    await channel.assertQueue(queue, {
-      durable: true,
-      arguments: { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': `${queue}.dlx`, 'x-delivery-limit': 20 },
-    })
+    await assertTopology(channel, topologyFor(queue, 'quorum'))
     for (let i = 0; i < drainEvents; i++) {
       const eventId = uuidv7()
       const message = {

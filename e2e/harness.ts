@@ -2,6 +2,7 @@
 // queue and a database of the test's own, with the probes the tests judge the promise by.
 import { fileURLToPath } from 'node:url'
 import type { RowDataPacket } from 'mysql2/promise'
+import { deleteTopology, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor } from '../test-support/index.js'
 import { connectDatabase, createTestDatabase, database } from '../test-support/database.js'
 import { freePort, spawnService, type ServiceProcess } from '../test-support/process.js'
@@ -106,9 +107,7 @@ export class System {
     await this.consumer?.stop()
     const connection = await connectBroker()
     const channel = await connection.createChannel()
-    await channel.deleteQueue(this.queue)
-    await channel.deleteQueue(`${this.queue}.dlq`)
-    await channel.deleteExchange(`${this.queue}.dlx`)
+    await deleteTopology(channel, topologyFor(this.queue, 'quorum'))
     await connection.close()
     await this.#dropDatabase?.()
   }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
+import { deleteTopology, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor } from '../test-support/index.js'
 import { createTestDatabase, database } from '../test-support/database.js'
 import { freePort } from '../test-support/process.js'
@@ -22,9 +23,7 @@ afterAll(async () => {
   const connection = await connectBroker()
   const channel = await connection.createChannel()
   for (const queue of queues) {
-    await channel.deleteQueue(queue)
-    await channel.deleteQueue(`${queue}.dlq`)
-    await channel.deleteExchange(`${queue}.dlx`)
+    await deleteTopology(channel, topologyFor(queue, 'quorum'))
   }
   await connection.close()
   for (const db of databases) await db.drop()

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ChannelModel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
-import { messageProperties } from 'event-contract'
+import { assertTopology, deleteTopology, messageProperties, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
 import { spawnService } from '../../test-support/process.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
@@ -38,9 +38,7 @@ describe('SIGTERM while draining', () => {
   })
   afterAll(async () => {
     const channel = await admin.createChannel()
-    await channel.deleteQueue(queue)
-    await channel.deleteQueue(`${queue}.dlq`)
-    await channel.deleteExchange(`${queue}.dlx`)
+    await deleteTopology(channel, topologyFor(queue, 'quorum'))
     await admin.close()
     await db.drop()
   })
@@ -71,10 +69,7 @@ describe('SIGTERM while draining', () => {
       HEALTH_PORT: String(19000 + Math.floor(Math.random() * 1000)),
     }
     const channel = await admin.createConfirmChannel()
-    await channel.assertQueue(queue, {
-      durable: true,
-      arguments: { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': `${queue}.dlx`, 'x-delivery-limit': 20 },
-    })
+    await assertTopology(channel, topologyFor(queue, 'quorum'))
     const total = 20_000
     for (let i = 0; i < total; i++) {
       const e = {

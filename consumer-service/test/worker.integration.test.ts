@@ -5,7 +5,7 @@ import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest'
 import type { ChannelModel, ConfirmChannel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino } from 'pino'
-import { messageProperties, type QueueMessage } from 'event-contract'
+import { deleteTopology, messageProperties, topologyFor, type QueueMessage } from 'event-contract'
 import { broker, connectBroker, TcpProxy, uniqueName, waitFor } from '../../test-support/index.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 import { readConfig } from '../src/config.js'
@@ -70,9 +70,7 @@ async function startConsumer(options: StackOptions = {}) {
   if (!options.queue) {
     cleanups.push(async () => {
       const channel = await admin.createChannel()
-      await channel.deleteQueue(queue)
-      await channel.deleteQueue(`${queue}.dlq`)
-      await channel.deleteExchange(`${queue}.dlx`)
+      await deleteTopology(channel, topologyFor(queue, 'quorum'))
       await channel.close()
     })
   }

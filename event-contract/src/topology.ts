@@ -45,6 +45,13 @@ export async function assertTopology(channel: Channel, topology: Topology): Prom
   await channel.assertQueue(topology.queue, { durable: true, arguments: queueArguments(topology) })
 }
 
+/** Removes the queue, its dead-letter queue and exchange (tests and benchmarks clean up with it). */
+export async function deleteTopology(channel: Channel, topology: Topology): Promise<void> {
+  await channel.deleteQueue(topology.queue)
+  await channel.deleteQueue(topology.deadLetterQueue)
+  await channel.deleteExchange(topology.deadLetterExchange)
+}
+
 /** True for the channel error RabbitMQ raises when a queue exists with other arguments. */
 export function isPreconditionFailed(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === 406

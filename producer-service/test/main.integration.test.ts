@@ -2,6 +2,7 @@
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ChannelModel } from 'amqplib'
+import { deleteTopology, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
 import { spawnService } from '../../test-support/process.js'
 
@@ -31,9 +32,7 @@ describe('SIGTERM', () => {
   })
   afterAll(async () => {
     const channel = await admin.createChannel()
-    await channel.deleteQueue(queue)
-    await channel.deleteQueue(`${queue}.dlq`)
-    await channel.deleteExchange(`${queue}.dlx`)
+    await deleteTopology(channel, topologyFor(queue, 'quorum'))
     await admin.close()
   })
 

@@ -2,6 +2,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { Channel, ChannelModel } from 'amqplib'
 import { pino } from 'pino'
+import { deleteTopology, topologyFor } from 'event-contract'
 import { broker, connectBroker, TcpProxy, uniqueName, waitFor } from '../../test-support/index.js'
 import { buildApp } from '../src/app.js'
 import { readConfig } from '../src/config.js'
@@ -25,9 +26,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const queue of queues) {
-    await channel.deleteQueue(queue)
-    await channel.deleteQueue(`${queue}.dlq`)
-    await channel.deleteExchange(`${queue}.dlx`)
+    await deleteTopology(channel, topologyFor(queue, 'quorum'))
   }
   await admin.close()
 })
