@@ -43,7 +43,7 @@ describe('the pipeline', () => {
     })
     expect(await (await fetch(system.consumerHealth)).json()).toEqual({
       status: 'healthy',
-      checks: { rabbitmq: 'up', mysql: 'up' },
+      checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok' },
     })
   })
 

@@ -63,12 +63,15 @@ export async function waitFor<T>(
  */
 export class TcpProxy {
   readonly #target: { host: string; port: number }
+  readonly #bytesPerSecond: number | undefined
   readonly #sockets = new Set<net.Socket>()
   #server: net.Server | undefined
   port = 0
 
-  constructor(target: { host: string; port: number }) {
+  /** `bytesPerSecond` throttles what the client sends (a slow or congested broker). */
+  constructor(target: { host: string; port: number }, { bytesPerSecond }: { bytesPerSecond?: number } = {}) {
     this.#target = target
+    this.#bytesPerSecond = bytesPerSecond
   }
 
   async start(): Promise<this> {
@@ -83,7 +86,9 @@ export class TcpProxy {
           upstream.destroy()
         })
       }
-      client.pipe(upstream).pipe(client)
+      upstream.pipe(client)
+      if (this.#bytesPerSecond) throttle(client, upstream, this.#bytesPerSecond)
+      else client.pipe(upstream)
     })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -110,4 +115,14 @@ export class TcpProxy {
   async stop(): Promise<void> {
     await this.cut()
   }
+}
+
+/** Forwards `from` to `to` at most `bytesPerSecond`; TCP backpressure then slows the sender. */
+function throttle(from: net.Socket, to: net.Socket, bytesPerSecond: number): void {
+  from.on('data', (chunk: Buffer) => {
+    from.pause()
+    to.write(chunk)
+    setTimeout(() => from.resume(), (chunk.length / bytesPerSecond) * 1000)
+  })
+  from.on('end', () => to.end())
 }

@@ -14,7 +14,7 @@ export const ConfigSchema = Type.Object({
     default: 'user_activity_db',
   }),
   HEALTH_HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
-  HEALTH_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8001 }),
+  HEALTH_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 8001 }),
   /** Unacknowledged messages the broker may hand this consumer at once. */
   CONSUMER_PREFETCH: Type.Integer({ minimum: 1, maximum: 65535, default: 1000 }),
   /** Rows per INSERT. */
@@ -23,6 +23,8 @@ export const ConfigSchema = Type.Object({
   CONSUMER_BATCH_WAIT_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 20 }),
   /** Cap of the backoff between retries of a batch while the database is unavailable. */
   CONSUMER_RETRY_MAX_MS: Type.Integer({ minimum: 10, maximum: 300_000, default: 30_000 }),
+  /** /health reports `progress: stalled` once an event in hand has waited longer than this. */
+  CONSUMER_STALL_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 120_000 }),
 })
 export type Config = Static<typeof ConfigSchema>
 

@@ -1,8 +1,10 @@
-// The consumer's health server: GET /health reports the broker consumer and the database.
+// The consumer's health server: GET /health reports the broker consumer, the database, and
+// whether the events in hand are moving.
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
+import type { WorkerHealth } from './worker.js'
 
 export interface HealthSources {
-  worker: { health(): 'up' | 'down' }
+  worker: { health(): WorkerHealth }
   store: { ping(): Promise<boolean> }
   logger: FastifyBaseLogger
 }
@@ -12,12 +14,12 @@ export async function buildHealthApp({ worker, store, logger }: HealthSources) {
   const app = Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }) })
 
   app.get('/health', async (request, reply) => {
-    const rabbitmq = worker.health()
+    const { rabbitmq, progress } = worker.health()
     const mysql = (await store.ping()) ? 'up' : 'down'
-    const healthy = rabbitmq === 'up' && mysql === 'up'
+    const healthy = rabbitmq === 'up' && mysql === 'up' && progress === 'ok'
     return reply
       .code(healthy ? 200 : 503)
-      .send({ status: healthy ? 'healthy' : 'unhealthy', checks: { rabbitmq, mysql } })
+      .send({ status: healthy ? 'healthy' : 'unhealthy', checks: { rabbitmq, mysql, progress } })
   })
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ detail: 'Not Found' }))
 

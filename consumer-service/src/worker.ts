@@ -12,11 +12,14 @@ import {
   type Topology,
 } from 'event-contract'
 import { Batcher } from './batcher.js'
+import { Ledger } from './ledger.js'
 import { toRow, type Store } from './store.js'
 
-/** Upper bound of a batch's bytes, well under MySQL's and MariaDB's max_allowed_packet. */
+/** Upper bound of a batch's bytes; the store splits further if the server's packet limit is lower. */
 const MAX_BATCH_BYTES = 4 * 1024 * 1024
 const RETRY_BASE_MS = 100
+/** Longest wait between database pings while waiting to start consuming. */
+const PING_MAX_MS = 1000
 /** Batches in flight: one is parsed while the other is inserted. */
 const BATCH_CONCURRENCY = 2
 
@@ -25,15 +28,23 @@ export interface WorkerConfig extends BrokerConfig {
   CONSUMER_BATCH_SIZE: number
   CONSUMER_BATCH_WAIT_MS: number
   CONSUMER_RETRY_MAX_MS: number
+  CONSUMER_STALL_TIMEOUT_MS: number
 }
 
+export interface WorkerHealth {
+  rabbitmq: 'up' | 'down'
+  /** `stalled`: an event in hand has waited longer than CONSUMER_STALL_TIMEOUT_MS. */
+  progress: 'ok' | 'stalled'
+}
+
+/** A delivery and the ledger of the channel it came on: a batch never spans two channels. */
 interface Delivery {
-  channel: Channel
+  ledger: Ledger
   msg: ConsumeMessage
 }
 
 interface Valid {
-  delivery: Delivery
+  msg: ConsumeMessage
   message: QueueMessage
 }
 
@@ -43,6 +54,23 @@ export function backoffDelay(attempt: number, capMs: number, random: () => numbe
   return Math.round(Math.min(capMs, base * (0.8 + 0.4 * random())))
 }
 
+/** Waits `ms`; true if it did, false as soon as one of the signals is aborted. */
+export function sleep(ms: number, ...signals: AbortSignal[]): Promise<boolean> {
+  if (signals.some((signal) => signal.aborted)) return Promise.resolve(false)
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => done(true), ms)
+    function done(slept: boolean) {
+      clearTimeout(timer)
+      for (const signal of signals) signal.removeEventListener('abort', wake)
+      resolve(slept)
+    }
+    function wake() {
+      done(false)
+    }
+    for (const signal of signals) signal.addEventListener('abort', wake)
+  })
+}
+
 export class Worker {
   readonly #config: WorkerConfig
   readonly #store: Store
@@ -50,12 +78,15 @@ export class Worker {
   readonly #topology: Topology
   readonly #batcher: Batcher<Delivery>
   #broker: BrokerConnection | undefined
-  #channel: Channel | undefined
+  /** The open channel's ledger, and its consumer once consuming. */
+  #ledger: Ledger | undefined
   #consumerTag: string | undefined
-  #stopping: AbortController | undefined
+  /** Aborted when stop() begins: start no consumer, and wait no longer to. */
+  #stopped = new AbortController()
+  /** Aborted when stop()'s grace is over: give up on batches still waiting for the database. */
+  #gaveUp = new AbortController()
+  /** Set by a failed insert, cleared by a successful insert or ping. */
   #databaseDown = false
-  /** Resolves when the batch handed out last has been settled: acks go out in delivery order. */
-  #settled: Promise<void> = Promise.resolve()
 
   constructor({ config, store, logger }: { config: WorkerConfig; store: Store; logger: Logger }) {
     this.#config = config
@@ -75,15 +106,16 @@ export class Worker {
   /** Starts connecting and consuming; returns at once. The connection recovers by itself. */
   async start(): Promise<void> {
     if (this.#broker) return
-    this.#stopping = undefined
+    this.#stopped = new AbortController()
+    this.#gaveUp = new AbortController()
     this.#broker = await connectBroker({
       config: this.#config,
       logger: this.#log,
       name: 'consumer-service',
       openChannel: (model) => model.createChannel(),
-      ready: (channel) => this.#consume(channel),
+      ready: (channel) => this.#ready(channel),
       lost: (channel) => {
-        if (this.#channel === channel) this.#lostChannel()
+        if (this.#ledger?.channel === channel) this.#lostChannel()
       },
     })
   }
@@ -93,81 +125,98 @@ export class Worker {
     await this.#broker?.connection.waitForConnect()
   }
 
-  health(): 'up' | 'down' {
-    return this.#channel && this.#consumerTag ? 'up' : 'down'
+  health(): WorkerHealth {
+    const ledger = this.#ledger
+    const since = ledger?.oldestSince
+    const stalled = since !== undefined && Date.now() - since > this.#config.CONSUMER_STALL_TIMEOUT_MS
+    return { rabbitmq: ledger ? 'up' : 'down', progress: stalled ? 'stalled' : 'ok' }
   }
 
-  async #consume(channel: Channel): Promise<void> {
+  async #ready(channel: Channel): Promise<void> {
     await channel.prefetch(this.#config.CONSUMER_PREFETCH)
-    this.#channel = channel
-    const { consumerTag } = await channel.consume(
-      this.#topology.queue,
-      (msg) => {
-        if (msg) this.#batcher.push({ channel, msg })
-        else {
-          // The broker cancelled us (the queue was deleted): start over, redeclaring it.
-          this.#log.warn({ queue: this.#topology.queue }, 'consumer cancelled by the broker; reconnecting')
-          channel.close().catch((err: unknown) => this.#log.debug({ err }, 'channel already closed'))
-        }
-      },
-      { noAck: false },
-    )
-    this.#consumerTag = consumerTag
-    this.#log.info({ queue: this.#topology.queue }, 'consuming')
+    const ledger = new Ledger(channel, this.#log)
+    this.#ledger = ledger
+    void this.#consumeWhenStorable(ledger)
   }
 
-  /** Forgets the channel; the deliveries still buffered come back from the broker. */
+  /**
+   * Starts consuming once the database answers. Every connection that closes while holding
+   * deliveries counts one delivery of each against the quorum queue's delivery limit, so a
+   * worker that cannot store holds nothing new: link drops during a database outage then cost
+   * the events nothing, and the limit stays a backstop for messages that really fail.
+   */
+  async #consumeWhenStorable(ledger: Ledger): Promise<void> {
+    const quit = [ledger.signal, this.#stopped.signal]
+    for (let attempt = 0; this.#databaseDown; attempt++) {
+      if (attempt === 0) this.#log.warn('connected, but waiting for the database before consuming')
+      if (await this.#store.ping()) {
+        this.#databaseDown = false
+        this.#log.info('database available again')
+        break
+      }
+      if (!(await sleep(backoffDelay(attempt, Math.min(PING_MAX_MS, this.#config.CONSUMER_RETRY_MAX_MS)), ...quit))) {
+        return
+      }
+    }
+    if (quit.some((signal) => signal.aborted)) return
+    try {
+      const { consumerTag } = await ledger.channel.consume(this.#topology.queue, (msg) => this.#deliver(ledger, msg), {
+        noAck: false,
+      })
+      if (this.#stopped.signal.aborted) {
+        await ledger.channel.cancel(consumerTag)
+        return
+      }
+      this.#consumerTag = consumerTag
+      this.#log.info({ queue: this.#topology.queue }, 'consuming')
+    } catch (err) {
+      // The channel is closing with it; recovery opens a new one.
+      this.#log.warn({ err }, 'could not start consuming')
+    }
+  }
+
+  #deliver(ledger: Ledger, msg: ConsumeMessage | null): void {
+    if (!msg) {
+      // The broker cancelled us (the queue was deleted): start over, redeclaring it.
+      this.#log.warn({ queue: this.#topology.queue }, 'consumer cancelled by the broker; reconnecting')
+      ledger.channel.close().catch((err: unknown) => this.#log.debug({ err }, 'channel already closed'))
+      return
+    }
+    ledger.hold(msg)
+    this.#batcher.push({ ledger, msg })
+  }
+
+  /** Forgets the channel; its unsettled deliveries come back from the broker. */
   #lostChannel(): void {
-    this.#channel = undefined
+    this.#ledger?.lose()
+    this.#ledger = undefined
     this.#consumerTag = undefined
     this.#batcher.discard()
   }
 
   async #handle(batch: Delivery[]): Promise<void> {
-    // Batches are stored concurrently but settled in order, so that an ack of "all up to
-    // here" never covers a message of an earlier batch still being stored.
-    const previous = this.#settled
-    let done!: () => void
-    this.#settled = new Promise((resolve) => (done = resolve))
-    try {
-      await this.#storeAndSettle(batch, previous)
-    } finally {
-      // Even a batch with nothing to ack counts as settled only after those before it.
-      void previous.then(done)
-    }
-  }
-
-  async #storeAndSettle(batch: Delivery[], previous: Promise<void>): Promise<void> {
-    const channel = this.#channel
-    // Deliveries of a channel that has died are redelivered on the new one: leave them.
-    const live = batch.filter((delivery) => delivery.channel === channel)
-    if (!channel || live.length === 0) return
+    const ledger = batch[0]?.ledger
+    if (!ledger || ledger.lost) return
 
     const valid: Valid[] = []
-    for (const delivery of live) {
-      const result = parseQueueMessage(delivery.msg.content)
-      if (result.ok) valid.push({ delivery, message: result.value })
-      else this.#deadLetter(delivery, 'invalid message', { errors: result.errors })
+    for (const { msg } of batch) {
+      const result = parseQueueMessage(msg.content)
+      if (result.ok) valid.push({ msg, message: result.value })
+      else this.#deadLetter(ledger, msg, 'invalid message', { errors: result.errors })
     }
     if (valid.length === 0) return
 
-    const outcome = await this.#storeWithRetry(valid, channel)
-    await previous
-    if (!outcome) return // stopping, or the channel died: the broker redelivers
+    const outcome = await this.#storeWithRetry(valid, ledger)
+    if (!outcome) return // given up, or the channel died: left unsettled, the broker redelivers
     for (const { item, err } of outcome.rejected) {
-      this.#deadLetter(item.delivery, 'rejected by the database', { err, eventId: item.message.event_id })
+      this.#deadLetter(ledger, item.msg, 'rejected by the database', { err, eventId: item.message.event_id })
     }
-    if (outcome.rejected.length === 0 && valid.length === live.length) {
-      // Every delivery of this channel up to the last one is settled by now: one ack for all.
-      this.#settle(channel, () => channel.ack((live.at(-1) as Delivery).msg, true))
-    } else {
-      for (const { delivery } of outcome.stored) this.#settle(channel, () => channel.ack(delivery.msg))
-    }
+    ledger.stored(outcome.stored.map((item) => item.msg))
     this.#log.debug({ stored: outcome.stored.length, inserted: outcome.inserted }, 'batch stored')
   }
 
-  /** Inserts until it works, backing off; undefined when stopping or the channel is gone. */
-  async #storeWithRetry(valid: Valid[], channel: Channel) {
+  /** Inserts until it works, backing off; undefined when given up or the channel is gone. */
+  async #storeWithRetry(valid: Valid[], ledger: Ledger) {
     for (let attempt = 0; ; attempt++) {
       try {
         const outcome = await this.#store.insert(valid, (item) => toRow(item.message))
@@ -181,36 +230,15 @@ export class Worker {
           { err, attempt, delay, held: valid.length },
           'could not store the batch; holding it and retrying',
         )
-        const stopping = this.#stopping?.signal
-        if (stopping?.aborted) return undefined
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, delay)
-          function done() {
-            clearTimeout(timer)
-            stopping?.removeEventListener('abort', done)
-            resolve()
-          }
-          stopping?.addEventListener('abort', done)
-        })
-        if (this.#stopping?.signal.aborted || this.#channel !== channel) return undefined
+        if (!(await sleep(delay, ledger.signal, this.#gaveUp.signal))) return undefined
       }
     }
   }
 
-  #deadLetter(delivery: Delivery, reason: string, details: Record<string, unknown>): void {
-    const { messageId, type } = delivery.msg.properties
+  #deadLetter(ledger: Ledger, msg: ConsumeMessage, reason: string, details: Record<string, unknown>): void {
+    const { messageId, type } = msg.properties
     this.#log.error({ ...details, messageId, type }, `dead-lettering a message: ${reason}`)
-    // requeue=false sends it to the dead-letter exchange; a bare nack would requeue it forever.
-    this.#settle(delivery.channel, () => delivery.channel.nack(delivery.msg, false, false))
-  }
-
-  #settle(channel: Channel, settle: () => void): void {
-    if (channel !== this.#channel) return // the broker redelivers; the duplicate is ignored
-    try {
-      settle()
-    } catch (err) {
-      this.#log.warn({ err }, 'could not settle a delivery; the broker will redeliver it')
-    }
+    ledger.reject(msg)
   }
 
   /**
@@ -222,21 +250,24 @@ export class Worker {
     const broker = this.#broker
     if (!broker) return
     this.#broker = undefined
-    const stopping = new AbortController()
-    this.#stopping = stopping
-    const giveUp = setTimeout(() => stopping.abort(), graceMs)
+    this.#stopped.abort()
+    const gaveUp = this.#gaveUp
+    const giveUp = setTimeout(() => gaveUp.abort(), graceMs)
     try {
-      const channel = this.#channel
-      if (channel && this.#consumerTag) {
-        await channel.cancel(this.#consumerTag).catch((err: unknown) => this.#log.warn({ err }, 'cancel failed'))
+      const ledger = this.#ledger
+      if (ledger && this.#consumerTag) {
+        await ledger.channel.cancel(this.#consumerTag).catch((err: unknown) => this.#log.warn({ err }, 'cancel failed'))
       }
-      await this.#batcher.flush()
+      const givenUp = new Promise<void>((resolve) => gaveUp.signal.addEventListener('abort', () => resolve()))
+      await Promise.race([this.#batcher.flush(), givenUp])
     } finally {
       clearTimeout(giveUp)
-      stopping.abort()
-      this.#channel = undefined
-      this.#consumerTag = undefined
+      gaveUp.abort()
+      // Stored deliveries waiting behind one given up on are acked alone: only the unstored return.
+      this.#ledger?.ackStored()
+      // Closes the channel before the connection, so that its acks reach the broker.
       await broker.close()
+      this.#lostChannel()
       this.#log.info('RabbitMQ connection closed')
     }
   }

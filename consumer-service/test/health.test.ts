@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { pino } from 'pino'
 import { buildHealthApp } from '../src/health.js'
+import type { WorkerHealth } from '../src/worker.js'
 
-async function healthWith(rabbitmq: 'up' | 'down', database: boolean) {
+async function healthWith(worker: WorkerHealth, database: boolean) {
   const app = await buildHealthApp({
-    worker: { health: () => rabbitmq },
+    worker: { health: () => worker },
     store: { ping: async () => database },
     logger: pino({ level: 'silent' }),
   })
@@ -16,18 +17,19 @@ async function healthWith(rabbitmq: 'up' | 'down', database: boolean) {
 }
 
 describe('GET /health', () => {
-  it('is 200 when consuming and the database answers', async () => {
-    const res = await healthWith('up', true)
+  it('is 200 when connected, the database answers and events move', async () => {
+    const res = await healthWith({ rabbitmq: 'up', progress: 'ok' }, true)
     expect(res.statusCode).toBe(200)
-    expect(res.json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up', mysql: 'up' } })
+    expect(res.json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok' } })
   })
 
   it.each([
-    ['down', true, { rabbitmq: 'down', mysql: 'up' }],
-    ['up', false, { rabbitmq: 'up', mysql: 'down' }],
-    ['down', false, { rabbitmq: 'down', mysql: 'down' }],
-  ] as const)('is 503 naming the failing check (rabbitmq %s, database answers: %s)', async (rabbitmq, db, checks) => {
-    const res = await healthWith(rabbitmq, db)
+    [{ rabbitmq: 'down', progress: 'ok' }, true, { rabbitmq: 'down', mysql: 'up', progress: 'ok' }],
+    [{ rabbitmq: 'up', progress: 'ok' }, false, { rabbitmq: 'up', mysql: 'down', progress: 'ok' }],
+    [{ rabbitmq: 'down', progress: 'ok' }, false, { rabbitmq: 'down', mysql: 'down', progress: 'ok' }],
+    [{ rabbitmq: 'up', progress: 'stalled' }, true, { rabbitmq: 'up', mysql: 'up', progress: 'stalled' }],
+  ] as const)('is 503 naming the failing check (%j, database answers: %s)', async (worker, db, checks) => {
+    const res = await healthWith(worker, db)
     expect(res.statusCode).toBe(503)
     expect(res.json()).toEqual({ status: 'unhealthy', checks })
   })

@@ -16,6 +16,8 @@ const run = (env: Record<string, string>) => spawnService(main, env)
 describe('configuration', () => {
   it.each([
     ['HEALTH_PORT', 'x'],
+    ['HEALTH_PORT', '0'],
+    ['CONSUMER_STALL_TIMEOUT_MS', '10'],
     ['MYSQL_PORT', '0'],
     ['CONSUMER_BATCH_SIZE', '0'],
     ['CONSUMER_BATCH_WAIT_MS', 'soon'],
@@ -95,6 +97,16 @@ describe('SIGTERM while draining', () => {
     const afterStop = await count()
     expect(afterStop.distinct).toBe(afterStop.rows)
     expect(afterStop.rows).toBeLessThan(total) // it stopped mid-drain
+    // Its final acks reached the broker: the queue holds exactly what was not stored.
+    const depth = async () => {
+      const ch = await admin.createChannel()
+      const { messageCount } = await ch.checkQueue(queue)
+      await ch.close()
+      return messageCount
+    }
+    await waitFor(async () => (await depth()) >= total - afterStop.rows, { what: 'the unacked requeued' })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(await depth()).toBe(total - afterStop.rows)
 
     const second = run(env)
     await waitFor(async () => (await count()).rows === total, { what: `${total} rows`, timeoutMs: 30_000 })

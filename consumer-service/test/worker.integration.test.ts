@@ -292,7 +292,7 @@ describe('database outage', () => {
     await waitFor(async () => (await health.inject('/health')).statusCode === 503, { what: '/health 503' })
     expect((await health.inject('/health')).json()).toEqual({
       status: 'unhealthy',
-      checks: { rabbitmq: 'up', mysql: 'down' },
+      checks: { rabbitmq: 'up', mysql: 'down', progress: 'ok' },
     })
     const sent = Array.from({ length: 200 }, () => event())
     for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
@@ -328,6 +328,135 @@ describe('broker outage', () => {
     await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
     const ids = (await rows(databaseName)).map((r) => r.event_id)
     expect(new Set(ids).size).toBe(sent.length)
+    expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+  })
+})
+
+describe('graceful stop', () => {
+  it('delivers its final acks: afterwards the queue holds exactly the events not stored', async () => {
+    const { queue, databaseName, worker } = await startConsumer()
+    const total = 5000
+    for (let i = 0; i < total; i++) {
+      const e = event()
+      publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    }
+    await publisher.waitForConfirms()
+    await waitFor(async () => (await rowCount(databaseName)) >= 1000, { what: 'the drain under way', intervalMs: 5 })
+    await worker.stop()
+
+    const stored = await rowCount(databaseName)
+    expect(stored).toBeLessThan(total)
+    // What was stored was acked before the connection closed; the rest is back on the queue.
+    await waitFor(async () => (await queueDepth(queue)).ready >= total - stored, { what: 'the unacked requeued' })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(await queueDepth(queue)).toEqual({ ready: total - stored, dead: 0 })
+  })
+
+  it('never acks a batch it gave up on, even when a later batch was stored', async () => {
+    // The first batch waits on a row lock the test holds (and fails after 1 s, again and again);
+    // the second batch is stored meanwhile. Then the worker stops with the first still unstored.
+    const admin = await connectDatabase()
+    const [[setting]] = (await admin.query('SELECT @@GLOBAL.innodb_lock_wait_timeout AS seconds')) as unknown as [
+      { seconds: number }[],
+    ]
+    await admin.query('SET GLOBAL innodb_lock_wait_timeout = 1')
+    let locker: Awaited<ReturnType<typeof connectDatabase>> | undefined
+    try {
+      const { queue, databaseName, worker } = await startConsumer({
+        env: { CONSUMER_BATCH_SIZE: '10', CONSUMER_RETRY_MAX_MS: '200' },
+      })
+      const first = Array.from({ length: 10 }, () => event())
+      const second = Array.from({ length: 10 }, () => event())
+      locker = await connectDatabase(databaseName)
+      await locker.beginTransaction()
+      await locker.query(
+        'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) VALUES (?, 1, ?, NOW(), ?)',
+        [first[0]?.event_id, 'lock', '{}'],
+      )
+      for (const e of [...first, ...second]) {
+        publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+      }
+      await publisher.waitForConfirms()
+      await waitFor(async () => (await rowCount(databaseName)) === 10, { what: 'the second batch stored' })
+
+      await worker.stop(300)
+      await locker.rollback()
+      // The first batch is back on the queue, unstored; the second, stored, is not.
+      await waitFor(async () => (await queueDepth(queue)).ready >= 10, { what: 'the first batch requeued' })
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      expect(await queueDepth(queue)).toEqual({ ready: 10, dead: 0 })
+
+      await startConsumer({ queue, databaseName })
+      await waitFor(async () => (await rowCount(databaseName)) === 20, { what: 'all 20 rows' })
+      await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+      expect(new Set((await rows(databaseName)).map((r) => r.event_id))).toEqual(
+        new Set([...first, ...second].map((e) => e.event_id)),
+      )
+    } finally {
+      await admin.query('SET GLOBAL innodb_lock_wait_timeout = ?', [setting?.seconds])
+      await admin.end()
+      await locker?.end()
+    }
+  })
+})
+
+describe('progress', () => {
+  it('reports a consumer holding events without progress as unhealthy, and healthy once they move', async () => {
+    const { queue, databaseName, health } = await startConsumer({ env: { CONSUMER_STALL_TIMEOUT_MS: '1000' } })
+    const locker = await connectDatabase(databaseName)
+    try {
+      // The database answers pings but every insert waits on the table lock.
+      await locker.query('LOCK TABLES user_activities WRITE')
+      for (let i = 0; i < 5; i++) await publish(queue, event())
+      await waitFor(async () => (await health.inject('/health')).statusCode === 503, { what: '/health 503' })
+      expect((await health.inject('/health')).json()).toEqual({
+        status: 'unhealthy',
+        checks: { rabbitmq: 'up', mysql: 'up', progress: 'stalled' },
+      })
+    } finally {
+      await locker.query('UNLOCK TABLES')
+      await locker.end()
+    }
+    await waitFor(async () => (await rowCount(databaseName)) === 5, { what: 'five rows' })
+    await waitFor(async () => (await health.inject('/health')).statusCode === 200, { what: '/health 200' })
+    expect((await health.inject('/health')).json()).toEqual({
+      status: 'healthy',
+      checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok' },
+    })
+  })
+})
+
+describe('broker link lost while the database is down', () => {
+  it("drops the dead channel's held batches at once: the new channel's events do not wait out their backoff", async () => {
+    const dbProxy = await new TcpProxy({ host: database.host, port: database.port }).start()
+    const link = await new TcpProxy({ host: broker.host, port: broker.port }).start()
+    cleanups.push(
+      () => dbProxy.stop(),
+      () => link.stop(),
+    )
+    const { queue, databaseName, health } = await startConsumer({
+      databasePort: dbProxy.port,
+      brokerPort: link.port,
+      env: { CONSUMER_RETRY_MAX_MS: '60000' },
+    })
+    await dbProxy.cut()
+    const sent = Array.from({ length: 1500 }, () => event())
+    for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+    // Both batches in hand fail and back off: 0.1 + 0.2 + ... + 3.2 s, then a sleep of about 6.4 s.
+    await new Promise((resolve) => setTimeout(resolve, 7000))
+
+    await link.cut()
+    await waitFor(async () => (await health.inject('/health')).json().checks.rabbitmq === 'down', {
+      what: 'the link drop noticed',
+    })
+    await dbProxy.restore()
+    await link.restore()
+    const restored = Date.now()
+    await waitFor(async () => (await rowCount(databaseName)) === sent.length, { what: '1500 rows', timeoutMs: 20_000 })
+    const seconds = (Date.now() - restored) / 1000
+    expect(seconds).toBeLessThan(3) // the old batches' backoff had 4 s or more to run
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
     expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
   })
 })

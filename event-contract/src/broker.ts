@@ -20,7 +20,7 @@ export interface BrokerConnectionOptions<C extends Channel> {
 
 export interface BrokerConnection {
   connection: RecoveringChannelModel
-  /** Stops recovering and closes. */
+  /** Stops recovering and closes: the channel first, so that what it has sent (acks) is delivered. */
   close(): Promise<void>
 }
 
@@ -28,6 +28,7 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
   const { config, logger, openChannel, ready, lost } = options
   const topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
   let closing = false
+  let current: C | undefined
 
   const setup = async (model: ChannelModel) => {
     const channel = await openChannel(model)
@@ -35,7 +36,9 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
     channel.on('handler-error', (err: Error, event: string) =>
       logger.error({ err, event }, 'RabbitMQ channel listener threw'),
     )
+    current = channel
     channel.on('close', () => {
+      if (current === channel) current = undefined
       lost(channel)
       if (closing) return
       // The channel may have died alone while the connection lives on: closing the connection
@@ -74,6 +77,10 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
     connection,
     async close() {
       closing = true
+      // amqplib writes connection.close straight to the socket while channel frames may still
+      // wait in its buffers: the broker would close first and never see them. A channel's close
+      // follows its own frames, and its close-ok comes after the broker has processed them.
+      await current?.close().catch((err: unknown) => logger.debug({ err }, 'RabbitMQ channel already closed'))
       await connection.close()
     },
   }

@@ -1,0 +1,96 @@
+// What is settled on one channel. RabbitMQ numbers a channel's deliveries 1, 2, 3, ... and an
+// ack with `allUpTo` settles every unsettled delivery at or below its tag. So the ledger sends
+// one only for a run of stored deliveries at its front: nothing below that run is unsettled,
+// and no ack can cover a delivery that is held. A stored delivery behind a held one waits for
+// it (or is acked alone by `ackStored`); a dead letter is a nack of that delivery alone.
+import type { Channel, ConsumeMessage } from 'amqplib'
+import type { Logger } from 'pino'
+
+interface Entry {
+  msg: ConsumeMessage
+  stored: boolean
+  since: number
+}
+
+export class Ledger {
+  readonly channel: Channel
+  /** Unsettled deliveries by tag, in tag order (they arrive in order): held, or stored. */
+  readonly #open = new Map<number, Entry>()
+  readonly #lost = new AbortController()
+  readonly #log: Logger
+
+  constructor(channel: Channel, logger: Logger) {
+    this.channel = channel
+    this.#log = logger
+  }
+
+  /** Aborted when the channel is gone: its deliveries come back from the broker. */
+  get signal(): AbortSignal {
+    return this.#lost.signal
+  }
+
+  get lost(): boolean {
+    return this.#lost.signal.aborted
+  }
+
+  /** Since when the oldest unsettled delivery has waited (undefined: none). */
+  get oldestSince(): number | undefined {
+    for (const entry of this.#open.values()) return entry.since
+    return undefined
+  }
+
+  hold(msg: ConsumeMessage): void {
+    this.#open.set(msg.fields.deliveryTag, { msg, stored: false, since: Date.now() })
+  }
+
+  /** Marks deliveries stored and acks the run of stored ones at the front, in one frame. */
+  stored(msgs: ConsumeMessage[]): void {
+    if (this.lost) return
+    for (const msg of msgs) {
+      const entry = this.#open.get(msg.fields.deliveryTag)
+      if (entry) entry.stored = true
+    }
+    let last: ConsumeMessage | undefined
+    for (const [tag, entry] of this.#open) {
+      if (!entry.stored) break
+      this.#open.delete(tag)
+      last = entry.msg
+    }
+    if (last) this.#send(() => this.channel.ack(last, true))
+  }
+
+  /** Dead-letters one delivery: requeue=false sends it to the dead-letter exchange. */
+  reject(msg: ConsumeMessage): void {
+    if (this.lost) return
+    this.#open.delete(msg.fields.deliveryTag)
+    this.#send(() => this.channel.nack(msg, false, false))
+    // It may have been what held a run of stored deliveries back.
+    this.stored([])
+  }
+
+  /** Acks, one by one, the stored deliveries still waiting behind held ones (before a stop). */
+  ackStored(): void {
+    if (this.lost) return
+    for (const [tag, entry] of this.#open) {
+      if (!entry.stored) continue
+      this.#open.delete(tag)
+      this.#send(() => this.channel.ack(entry.msg, false))
+    }
+  }
+
+  /** The channel is gone: nothing can be settled on it any more. */
+  lose(): void {
+    this.#open.clear()
+    this.#lost.abort()
+  }
+
+  #send(settle: () => void): void {
+    try {
+      settle()
+    } catch (err) {
+      // The channel closed under us: the broker redelivers, and the duplicate is ignored.
+      this.#log.warn({ err }, 'could not settle a delivery; the broker will redeliver it')
+      this.lose()
+    }
+  }
+}
