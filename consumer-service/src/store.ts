@@ -1,7 +1,7 @@
 // Stores events in MySQL/MariaDB: the schema at start-up, multi-row idempotent inserts, and the
 // split that finds the rows the database refuses.
 import { readFile } from 'node:fs/promises'
-import mysql, { type Pool, type PoolOptions, type ResultSetHeader } from 'mysql2/promise'
+import mysql, { type Pool, type PoolOptions, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise'
 import type { Logger } from 'pino'
 import type { QueueMessage } from 'event-contract'
 
@@ -16,26 +16,45 @@ const SESSION_SQL = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_
 
 /** How long one INSERT may take before it counts as a transient failure. */
 const QUERY_TIMEOUT_MS = 30_000
+/** Bytes of a query packet besides the SQL text, with room to spare. */
+const PACKET_OVERHEAD = 1024
+/** How long `close()` lets a running query finish before it drops the connections. */
+const CLOSE_TIMEOUT_MS = 2000
 
 /**
- * Server errors that blame the data, not the database: retrying cannot help, so the row is
- * dead-lettered. Every other error (connection lost, deadlock, lock wait timeout, too many
- * connections, missing table, access denied) is transient: the batch is held and retried.
+ * How a failed INSERT is handled. `data`: the database refuses the values (SQLSTATE class 22,
+ * data exception, or 23, integrity constraint; plus the few value errors MySQL files under
+ * HY000 or 01000): retrying cannot help, so the batch is split and the refused rows are
+ * dead-lettered. `too-large`: the statement exceeds the server's max_allowed_packet: split too.
+ * Anything else (connection lost, deadlock, lock wait timeout, too many connections, missing
+ * table, access denied) is `transient`: the batch is held and retried.
  */
-const DATA_ERRNOS = new Set([
-  1048, // ER_BAD_NULL_ERROR
-  1264, // ER_WARN_DATA_OUT_OF_RANGE
-  1265, // WARN_DATA_TRUNCATED
-  1292, // ER_TRUNCATED_WRONG_VALUE
-  1300, // ER_INVALID_CHARACTER_STRING
-  1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD
-  1406, // ER_DATA_TOO_LONG
-  3140, // ER_INVALID_JSON_TEXT (MySQL)
-  3141, // ER_INVALID_JSON_TEXT_IN_PARAM (MySQL)
-  3157, // ER_JSON_DOCUMENT_TOO_DEEP (MySQL)
-  3819, // ER_CHECK_CONSTRAINT_VIOLATED (MySQL)
-  4025, // ER_CONSTRAINT_FAILED (MariaDB: its JSON type is a JSON_VALID check)
+export type FailureKind = 'data' | 'too-large' | 'transient'
+
+const VALUE_ERRNOS = new Set([
+  1265, // WARN_DATA_TRUNCATED (01000)
+  1300, // ER_INVALID_CHARACTER_STRING (HY000)
+  1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD (HY000 on MySQL)
+  3819, // ER_CHECK_CONSTRAINT_VIOLATED (HY000, MySQL)
 ])
+const ER_NET_PACKET_TOO_LARGE = 1153
+
+export function classifyFailure(err: unknown): FailureKind {
+  const { errno, sqlState } = (err ?? {}) as { errno?: unknown; sqlState?: unknown }
+  if (err instanceof RowTooLargeError || errno === ER_NET_PACKET_TOO_LARGE) return 'too-large'
+  if (typeof sqlState === 'string' && /^2[23]/.test(sqlState)) return 'data'
+  if (typeof errno === 'number' && VALUE_ERRNOS.has(errno)) return 'data'
+  return 'transient'
+}
+
+/** A row whose INSERT alone is larger than the server accepts in one statement. */
+export class RowTooLargeError extends Error {
+  readonly code = 'ERR_ROW_TOO_LARGE'
+  constructor(bytes: number, limit: number) {
+    super(`the row is ${bytes} bytes as SQL, over the server's max_allowed_packet of ${limit} bytes`)
+    this.name = 'RowTooLargeError'
+  }
+}
 
 export type Row = [eventId: string, userId: number, eventType: string, timestamp: string, metadata: string]
 
@@ -48,11 +67,6 @@ export function toRow(message: QueueMessage): Row {
     message.timestamp.slice(0, 23).replace('T', ' '),
     JSON.stringify(message.metadata),
   ]
-}
-
-export function isDataError(err: unknown): boolean {
-  const errno = (err as { errno?: unknown } | null)?.errno
-  return typeof errno === 'number' && DATA_ERRNOS.has(errno)
 }
 
 /** A failure that retrying may cure; the rows stay unacknowledged meanwhile. */
@@ -106,6 +120,10 @@ export class Store {
   readonly #pool: Pool
   readonly #log: Logger
   readonly #connection: PoolOptions
+  /** The pool's open connections, to drop those still busy when closing. */
+  readonly #open = new Set<{ destroy(): void; once(event: string, listener: () => void): unknown }>()
+  /** The server's max_allowed_packet, read on first use and again after a too-large error. */
+  #maxPacket: number | undefined
 
   constructor({ logger, ...connection }: StoreOptions) {
     this.#log = logger.child({ component: 'store' })
@@ -121,6 +139,8 @@ export class Store {
     this.#pool = mysql.createPool({ ...this.#connection, connectionLimit: 4, maxIdle: 4 })
     // mysql2 runs these before any query on the new connection.
     this.#pool.pool.on('connection', (connection) => {
+      this.#open.add(connection)
+      connection.once('end', () => this.#open.delete(connection))
       connection.query(SESSION_SQL, (err: Error | null) => {
         if (err) this.#log.error({ err }, 'could not set the session time zone and SQL mode')
       })
@@ -152,15 +172,18 @@ export class Store {
   async #insertOrSplit<T>(items: T[], rowOf: (item: T) => Row, outcome: InsertOutcome<T>): Promise<void> {
     if (items.length === 0) return
     try {
-      const [result] = await this.#pool.query<ResultSetHeader>({
-        sql: INSERT_SQL,
-        values: [items.map(rowOf)],
-        timeout: QUERY_TIMEOUT_MS,
-      })
+      // Formatted here (mysql2 would do the same) so that its size is known before it is sent.
+      const sql = mysql.format(INSERT_SQL, [items.map(rowOf)])
+      const bytes = Buffer.byteLength(sql) + PACKET_OVERHEAD
+      const limit = await this.#maxAllowedPacket()
+      if (bytes > limit) throw new RowTooLargeError(bytes, limit)
+      const [result] = await this.#pool.query<ResultSetHeader>({ sql, timeout: QUERY_TIMEOUT_MS })
       outcome.stored.push(...items)
       outcome.inserted += result.affectedRows
     } catch (err) {
-      if (!isDataError(err)) throw new TransientStoreError(err)
+      const kind = classifyFailure(err)
+      if (kind === 'transient') throw new TransientStoreError(err)
+      if (kind === 'too-large' && !(err instanceof RowTooLargeError)) this.#maxPacket = undefined
       if (items.length === 1) {
         outcome.rejected.push({ item: items[0] as T, err: err as Error })
         return
@@ -169,6 +192,14 @@ export class Store {
       await this.#insertOrSplit(items.slice(0, half), rowOf, outcome)
       await this.#insertOrSplit(items.slice(half), rowOf, outcome)
     }
+  }
+
+  async #maxAllowedPacket(): Promise<number> {
+    if (this.#maxPacket === undefined) {
+      const [rows] = await this.#pool.query<RowDataPacket[]>('SELECT @@max_allowed_packet AS bytes')
+      this.#maxPacket = Number(rows[0]?.bytes)
+    }
+    return this.#maxPacket
   }
 
   /** True when the database answers within `timeoutMs`. */
@@ -189,7 +220,24 @@ export class Store {
     }
   }
 
+  /** Closes the pool; a query still running after a grace (a hung database) is dropped. */
   async close(): Promise<void> {
-    await this.#pool.end()
+    let timer: NodeJS.Timeout | undefined
+    const ended = this.#pool.end().then(
+      () => true,
+      (err: unknown) => {
+        // A connection that was failing anyway (the database is down): nothing is left to close.
+        this.#log.warn({ err }, 'closing the database connections failed')
+        return true
+      },
+    )
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_TIMEOUT_MS)))
+    try {
+      if (await Promise.race([ended, late])) return
+      this.#log.warn({ connections: this.#open.size }, 'database queries still running at close; dropping them')
+      for (const connection of this.#open) connection.destroy()
+    } finally {
+      clearTimeout(timer)
+    }
   }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { QueueMessage } from 'event-contract'
-import { isDataError, toRow } from '../src/store.js'
+import { classifyFailure, RowTooLargeError, toRow } from '../src/store.js'
 import { backoffDelay } from '../src/worker.js'
 
 const message: QueueMessage = {
@@ -28,26 +28,39 @@ describe('toRow', () => {
   })
 })
 
-describe('isDataError', () => {
+describe('classifyFailure', () => {
+  // Errors as mysql2 reports them: errno and SQLSTATE from MySQL 8.0 or MariaDB 10.11.
   it.each([
-    [1406, 'data too long'],
-    [1264, 'out of range'],
-    [1366, 'incorrect value'],
-    [4025, 'MariaDB JSON check'],
-    [3140, 'MySQL invalid JSON'],
-  ])('errno %i (%s) blames the data: dead-letter', (errno) => {
-    expect(isDataError(Object.assign(new Error('x'), { errno }))).toBe(true)
+    [1406, '22001', 'data too long'],
+    [1264, '22003', 'out of range'],
+    [1292, '22007', 'bad datetime'],
+    [1366, 'HY000', 'incorrect string value (MySQL)'],
+    [1366, '22007', 'incorrect string value (MariaDB)'],
+    [1048, '23000', 'NULL in a NOT NULL column'],
+    [4025, '23000', 'MariaDB JSON check'],
+    [3140, '22032', 'MySQL invalid JSON'],
+    [3819, 'HY000', 'MySQL check constraint'],
+    [1265, '01000', 'data truncated'],
+    [9999, '22999', 'a data exception this list never heard of'],
+  ])('errno %i, SQLSTATE %s (%s) blames the data: split and dead-letter', (errno, sqlState) => {
+    expect(classifyFailure(Object.assign(new Error('x'), { errno, sqlState }))).toBe('data')
   })
 
-  it.each<[number | undefined, string]>([
-    [1213, 'deadlock'],
-    [1205, 'lock wait timeout'],
-    [1040, 'too many connections'],
-    [1146, 'no such table'],
-    [1045, 'access denied'],
-    [undefined, 'ECONNREFUSED'],
-  ])('errno %s (%s) is transient: hold and retry', (errno) => {
-    expect(isDataError(Object.assign(new Error('x'), { errno, code: 'X' }))).toBe(false)
+  it('a statement over max_allowed_packet is too large: split, then dead-letter the row', () => {
+    expect(classifyFailure(Object.assign(new Error('x'), { errno: 1153, sqlState: '08S01' }))).toBe('too-large')
+    expect(classifyFailure(new RowTooLargeError(2_000_000, 1_048_576))).toBe('too-large')
+  })
+
+  it.each<[number | undefined, string | undefined, string]>([
+    [1213, '40001', 'deadlock'],
+    [1205, 'HY000', 'lock wait timeout'],
+    [1040, '08004', 'too many connections'],
+    [1146, '42S02', 'no such table'],
+    [1045, '28000', 'access denied'],
+    [1317, '70100', 'query interrupted'],
+    [undefined, undefined, 'ECONNREFUSED'],
+  ])('errno %s, SQLSTATE %s (%s) is transient: hold and retry', (errno, sqlState) => {
+    expect(classifyFailure(Object.assign(new Error('x'), { errno, sqlState, code: 'X' }))).toBe('transient')
   })
 })
 
