@@ -103,3 +103,13 @@ export const ValidationErrorSchema = Type.Object(
 
 /** Every other error body (413, 415, 500, 503). */
 export const ErrorSchema = Type.Object({ detail: Type.String(), message: Type.String() }, { title: 'Error' })
+
+/** The 500 and 503 bodies of an event not queued: the event_id to retry with (no duplicate). */
+export const QueueFailedSchema = Type.Object(
+  {
+    detail: Type.String(),
+    message: Type.String(),
+    event_id: Type.Optional(Type.String({ format: 'uuid', description: 'Retry with this event_id' })),
+  },
+  { title: 'QueueFailed' },
+)

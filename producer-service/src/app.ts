@@ -14,6 +14,7 @@ import {
   AcceptedSchema,
   ErrorSchema,
   parseEvent,
+  QueueFailedSchema,
   UserActivityEventSchema,
   ValidationErrorSchema,
   type QueueMessage,
@@ -26,6 +27,8 @@ export const INVALID_EVENT_MESSAGE = 'Invalid UserActivityEvent payload'
 export const QUEUE_FAILED_MESSAGE = 'Failed to queue event'
 /** Seconds a client is told to wait after a 503. */
 export const RETRY_AFTER_SECONDS = 1
+const UNSUPPORTED_CHARSET = 'ERR_UNSUPPORTED_CHARSET'
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 export interface AppOptions {
   publisher: EventPublisher
@@ -62,8 +65,14 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
     loggerInstance: logger,
     bodyLimit,
     logController: new OneLinePerRequest(),
-    return503OnClosing: true,
+    // Requests that arrive while closing get the documented 503 from the route instead.
+    return503OnClosing: false,
   }).withTypeProvider<TypeBoxTypeProvider>()
+
+  let closing = false
+  app.addHook('preClose', async () => {
+    closing = true
+  })
 
   // Only JSON is an event: without its text/plain parser Fastify answers 415 for the rest.
   app.removeContentTypeParser('text/plain')
@@ -84,9 +93,11 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
       return reply.code(400).send({ detail: err.details, message: INVALID_EVENT_MESSAGE })
     }
     if (err instanceof PublishError) {
+      // The validated body: its event_id lets the client retry without a duplicate.
+      const eventId = (request.body as QueueMessage | undefined)?.event_id
       request.log.warn({ err, code: err.code }, 'event not queued')
       if (err.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
-      return reply.code(err.statusCode).send({ detail: err.detail, message: QUEUE_FAILED_MESSAGE })
+      return reply.code(err.statusCode).send({ detail: err.detail, message: QUEUE_FAILED_MESSAGE, event_id: eventId })
     }
     switch ('code' in err ? err.code : undefined) {
       case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -106,6 +117,10 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
         return reply
           .code(415)
           .send({ detail: 'Content-Type must be application/json', message: 'Unsupported media type' })
+      case UNSUPPORTED_CHARSET:
+        return reply
+          .code(415)
+          .send({ detail: 'The body must be UTF-8 encoded JSON', message: 'Unsupported media type' })
     }
     const statusCode = 'statusCode' in err && typeof err.statusCode === 'number' ? err.statusCode : 500
     if (statusCode >= 400 && statusCode < 500) {
@@ -115,7 +130,13 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
     return reply.code(500).send({ detail: 'Internal server error', message: 'Internal server error' })
   })
 
-  app.setNotFoundHandler((request, reply) => reply.code(404).send({ detail: 'Not Found' }))
+  app.setNotFoundHandler((request, reply) => {
+    // A known path with another method is a 405 with Allow, as FastAPI answers.
+    const url = request.url.split('?')[0] as string
+    const allowed = HTTP_METHODS.filter((method) => app.hasRoute({ method, url }))
+    if (allowed.length === 0) return reply.code(404).send({ detail: 'Not Found' })
+    return reply.code(405).header('allow', allowed.join(', ')).send({ detail: 'Method Not Allowed' })
+  })
 
   app.post(
     '/api/v1/events/track',
@@ -129,8 +150,8 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
           400: ValidationErrorSchema,
           413: ErrorSchema,
           415: ErrorSchema,
-          500: ErrorSchema,
-          503: ErrorSchema,
+          500: QueueFailedSchema,
+          503: QueueFailedSchema,
         },
       },
       // The contract's validator both checks and normalizes; Fastify hands its value to the handler.
@@ -138,9 +159,17 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
         const result = parseEvent(body)
         return result.ok ? { value: result.value } : { error: new EventValidationError(result.errors) }
       },
+      // JSON is UTF-8 (RFC 8259): a body declared in another charset would be decoded wrongly.
+      onRequest: async (request) => {
+        const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(request.headers['content-type'] ?? '')?.[1]
+        if (charset && !/^utf-?8$/i.test(charset)) {
+          throw Object.assign(new Error(`charset ${charset} is not supported`), { code: UNSUPPORTED_CHARSET })
+        }
+      },
     },
     async (request, reply) => {
       const message = request.body as unknown as QueueMessage
+      if (closing) throw new PublishError('SHUTTING_DOWN')
       await publisher.publish(message)
       return reply
         .code(202)

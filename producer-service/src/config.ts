@@ -4,11 +4,14 @@ import { BrokerConfigSchema, loadConfig } from 'event-contract'
 export const ConfigSchema = Type.Object({
   ...BrokerConfigSchema.properties,
   HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
-  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),
+  PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 8000 }),
   /** Largest accepted request body, in bytes. */
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 16 * 1024 * 1024, default: 65536 }),
-  /** A publish not confirmed by the broker within this time answers 500. */
-  PUBLISH_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 }),
+  /**
+   * A publish not confirmed by the broker within this time answers 500. At most 8 s, so that
+   * requests in flight at SIGTERM are answered within the 10 s shutdown grace.
+   */
+  PUBLISH_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 8000, default: 5000 }),
   /** Unconfirmed publishes allowed at once; past it the API answers 503. */
   PUBLISH_MAX_IN_FLIGHT: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000 }),
 })

@@ -6,6 +6,8 @@ export type PublishErrorCode =
   | 'CONFIRM_TIMEOUT' // no confirm within the publish timeout
   | 'OVERLOADED' // too many publishes awaiting confirms
   | 'BROKER_BLOCKED' // the broker has blocked publishers (memory or disk alarm)
+  | 'BROKER_BACKPRESSURE' // the broker reads slower than events arrive: our buffer to it is full
+  | 'SHUTTING_DOWN' // the service is stopping
 
 const DETAILS: Record<PublishErrorCode, { statusCode: 500 | 503; detail: string }> = {
   BROKER_UNAVAILABLE: { statusCode: 500, detail: 'The message broker is unavailable' },
@@ -14,6 +16,8 @@ const DETAILS: Record<PublishErrorCode, { statusCode: 500 | 503; detail: string 
   CONFIRM_TIMEOUT: { statusCode: 500, detail: 'The message broker did not confirm the event in time' },
   OVERLOADED: { statusCode: 503, detail: 'Too many events are waiting for the broker; retry later' },
   BROKER_BLOCKED: { statusCode: 503, detail: 'The message broker is refusing new events for now; retry later' },
+  BROKER_BACKPRESSURE: { statusCode: 503, detail: 'The message broker is not keeping up; retry later' },
+  SHUTTING_DOWN: { statusCode: 503, detail: 'The service is shutting down; retry later' },
 }
 
 export class PublishError extends Error {

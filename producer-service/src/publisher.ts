@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream'
 import type { ConfirmChannel } from 'amqplib'
 import type { Logger } from 'pino'
 import {
+  assertTopology,
   connectBroker,
   messageProperties,
   topologyFor,
@@ -18,8 +19,13 @@ export interface EventPublisher {
   /** Resolves once the broker has confirmed the message; rejects with a PublishError. */
   publish(message: QueueMessage): Promise<void>
   /** The `checks.rabbitmq` value of `/health`: `up` or why not. */
-  health(): 'up' | 'down' | 'blocked'
+  health(): PublisherHealth
 }
+
+export type PublisherHealth = 'up' | 'down' | 'blocked' | 'queue missing'
+
+/** How long close() waits for the broker to answer publishes already answered 500. */
+const CLOSE_WAIT_MS = 1000
 
 export interface AmqpPublisherOptions {
   config: BrokerConfig & { PUBLISH_TIMEOUT_MS: number; PUBLISH_MAX_IN_FLIGHT: number }
@@ -35,6 +41,11 @@ export class AmqpPublisher implements EventPublisher {
   #socket: Duplex | undefined
   #corked = false
   #blocked = false
+  /** False while amqplib's buffer for the channel is full (the broker reads slower than we write). */
+  #writable = true
+  /** Set when the broker returned a message unroutable, until the queue is declared again. */
+  #queueMissing = false
+  /** Publishes the broker has not answered yet, including those whose request timed out. */
   #inFlight = 0
   /** messageIds the broker returned as unroutable; their confirm must not count as success. */
   readonly #returned = new Set<string>()
@@ -56,9 +67,15 @@ export class AmqpPublisher implements EventPublisher {
       ready: async (channel) => {
         channel.on('return', (msg: { properties: { messageId?: string } }) => {
           if (msg.properties.messageId) this.#returned.add(msg.properties.messageId)
+          this.#redeclare(channel)
+        })
+        channel.on('drain', () => {
+          if (this.#channel === channel) this.#writable = true
         })
         this.#returned.clear() // returns of the previous channel are settled by its closing
         this.#blocked = false
+        this.#writable = true
+        this.#queueMissing = false
         this.#socket = socketOf(channel)
         this.#channel = channel
       },
@@ -81,43 +98,66 @@ export class AmqpPublisher implements EventPublisher {
     await this.#broker?.connection.waitForConnect()
   }
 
-  health(): 'up' | 'down' | 'blocked' {
+  health(): PublisherHealth {
     if (!this.#channel) return 'down'
+    if (this.#queueMissing) return 'queue missing'
     return this.#blocked ? 'blocked' : 'up'
+  }
+
+  /** The queue was deleted under us: declare it again (the topology helper), once at a time. */
+  #redeclare(channel: ConfirmChannel): void {
+    if (this.#queueMissing) return
+    this.#queueMissing = true
+    this.#log.error({ queue: this.#topology.queue }, 'the queue is gone; declaring it again')
+    assertTopology(channel, this.#topology).then(
+      () => {
+        this.#queueMissing = false
+        this.#log.info({ queue: this.#topology.queue }, 'queue declared again')
+      },
+      // The channel closes with the failure; recovery declares the topology on the next one.
+      (err: unknown) => this.#log.error({ err }, 'could not declare the queue again'),
+    )
   }
 
   publish(message: QueueMessage): Promise<void> {
     const channel = this.#channel
     if (!channel) return Promise.reject(new PublishError('BROKER_UNAVAILABLE'))
     if (this.#blocked) return Promise.reject(new PublishError('BROKER_BLOCKED'))
+    if (!this.#writable) return Promise.reject(new PublishError('BROKER_BACKPRESSURE'))
     if (this.#inFlight >= this.#config.PUBLISH_MAX_IN_FLIGHT) return Promise.reject(new PublishError('OVERLOADED'))
 
     const eventId = message.event_id
     const body = Buffer.from(JSON.stringify(message))
+    // The slot is freed when the broker answers or the channel dies (amqplib then calls back
+    // with an error), never at the timeout: until then the message may sit in amqplib's
+    // buffers, and the cap on slots is what bounds them.
     this.#inFlight++
     return new Promise<void>((resolve, reject) => {
-      let settled = false
-      const settle = (err?: PublishError) => {
-        if (settled) return
-        settled = true
+      let answered = false
+      const answer = (err?: PublishError) => {
+        if (answered) return
+        answered = true
         clearTimeout(timer)
-        this.#inFlight--
         if (err) reject(err)
         else resolve()
       }
-      const timer = setTimeout(() => settle(new PublishError('CONFIRM_TIMEOUT')), this.#config.PUBLISH_TIMEOUT_MS)
+      const timer = setTimeout(() => answer(new PublishError('CONFIRM_TIMEOUT')), this.#config.PUBLISH_TIMEOUT_MS)
+      const confirmed = (err: Error | null) => {
+        this.#inFlight--
+        // A returned message is confirmed too, after its return: it reached no queue.
+        if (this.#returned.delete(eventId)) answer(new PublishError('BROKER_UNROUTABLE'))
+        else if (!err) answer()
+        else {
+          const code = err.message === 'message nacked' ? 'BROKER_NACK' : 'BROKER_UNAVAILABLE'
+          answer(new PublishError(code, { cause: err }))
+        }
+      }
       try {
-        channel.publish('', this.#topology.queue, body, messageProperties(eventId), (err: Error | null) => {
-          // A returned message is confirmed too, after its return: it reached no queue.
-          if (this.#returned.delete(eventId)) settle(new PublishError('BROKER_UNROUTABLE'))
-          else if (!err) settle()
-          else
-            settle(
-              new PublishError(err.message === 'message nacked' ? 'BROKER_NACK' : 'BROKER_UNAVAILABLE', { cause: err }),
-            )
-        })
+        const writable = channel.publish('', this.#topology.queue, body, messageProperties(eventId), confirmed)
+        if (!writable && this.#channel === channel) this.#writable = false
       } catch (err) {
-        settle(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
+        this.#inFlight--
+        answer(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
       }
       this.#coalesceWrites()
     })
@@ -142,11 +182,14 @@ export class AmqpPublisher implements EventPublisher {
     )
   }
 
-  /** Waits for outstanding confirms (bounded by the publish timeout), then closes. Idempotent. */
+  /**
+   * Waits a little for outstanding confirms, then closes. Called after the HTTP server has
+   * answered every request, so what is still unconfirmed was answered 500 already. Idempotent.
+   */
   async close(): Promise<void> {
     const broker = this.#broker
     if (!broker) return
-    const deadline = Date.now() + this.#config.PUBLISH_TIMEOUT_MS
+    const deadline = Date.now() + Math.min(CLOSE_WAIT_MS, this.#config.PUBLISH_TIMEOUT_MS)
     while (this.#inFlight > 0 && this.#channel && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 10))
     }

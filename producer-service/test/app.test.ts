@@ -3,13 +3,13 @@ import { pino } from 'pino'
 import type { QueueMessage } from 'event-contract'
 import { buildApp } from '../src/app.js'
 import { PublishError, type PublishErrorCode } from '../src/errors.js'
-import type { EventPublisher } from '../src/publisher.js'
+import type { EventPublisher, PublisherHealth } from '../src/publisher.js'
 
 /** Records what would have been published; can be told to fail like the broker does. */
 class FakePublisher implements EventPublisher {
   published: QueueMessage[] = []
   failWith: PublishErrorCode | undefined
-  state: 'up' | 'down' | 'blocked' = 'up'
+  state: PublisherHealth = 'up'
 
   async publish(message: QueueMessage): Promise<void> {
     if (this.failWith) throw new PublishError(this.failWith)
@@ -159,10 +159,20 @@ describe('POST /api/v1/events/track', () => {
     },
   )
 
-  it('accepts application/json with a charset', async () => {
-    const res = await track(JSON.stringify(seed), { 'content-type': 'application/json; charset=utf-8' })
+  it.each(['utf-8', 'UTF-8', 'utf8', '"utf-8"'])('accepts application/json with charset=%s', async (charset) => {
+    const res = await track(JSON.stringify(seed), { 'content-type': `application/json; charset=${charset}` })
     expect(res.statusCode).toBe(202)
   })
+
+  it.each(['latin1', 'iso-8859-1', 'utf-16', 'windows-1252'])(
+    'answers 415 for a body declared charset=%s, and queues nothing',
+    async (charset) => {
+      const res = await track(JSON.stringify(seed), { 'content-type': `application/json; charset=${charset}` })
+      expect(res.statusCode).toBe(415)
+      expect(res.json()).toEqual({ detail: 'The body must be UTF-8 encoded JSON', message: 'Unsupported media type' })
+      expect(publisher.published).toEqual([])
+    },
+  )
 
   it.each(['BROKER_UNAVAILABLE', 'BROKER_NACK', 'BROKER_UNROUTABLE', 'CONFIRM_TIMEOUT'] as const)(
     'answers 500 when the publish fails with %s, without internals',
@@ -171,17 +181,61 @@ describe('POST /api/v1/events/track', () => {
       const res = await track(seed)
       expect(res.statusCode).toBe(500)
       const body = res.json()
-      expect(body).toEqual({ detail: expect.any(String), message: 'Failed to queue event' })
+      expect(body).toEqual({
+        detail: expect.any(String),
+        message: 'Failed to queue event',
+        event_id: expect.any(String),
+      })
       expect(body.detail).not.toMatch(/amqp|127\.0\.0\.1|at \w+ \(|Error:/)
     },
   )
 
-  it.each(['OVERLOADED', 'BROKER_BLOCKED'] as const)('answers 503 with Retry-After for %s', async (code) => {
-    publisher.failWith = code
+  it.each(['OVERLOADED', 'BROKER_BLOCKED', 'BROKER_BACKPRESSURE'] as const)(
+    'answers 503 with Retry-After for %s',
+    async (code) => {
+      publisher.failWith = code
+      const res = await track(seed)
+      expect(res.statusCode).toBe(503)
+      expect(res.headers['retry-after']).toBe('1')
+      expect(res.json()).toEqual({
+        detail: expect.any(String),
+        message: 'Failed to queue event',
+        event_id: expect.any(String),
+      })
+    },
+  )
+
+  it('puts the event_id the client sent in a 500, so that a retry with it stores the event once', async () => {
+    publisher.failWith = 'CONFIRM_TIMEOUT'
+    const eventId = '0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11'
+    const res = await track({ ...seed, event_id: eventId })
+    expect(res.json().event_id).toBe(eventId)
+  })
+
+  it('answers 405 with Allow for another method, as FastAPI does', async () => {
+    for (const method of ['GET', 'PUT', 'DELETE', 'PATCH'] as const) {
+      const res = await app.inject({ method, url: '/api/v1/events/track' })
+      expect(res.statusCode).toBe(405)
+      expect(res.headers.allow).toBe('POST')
+      expect(res.json()).toEqual({ detail: 'Method Not Allowed' })
+    }
+    const health = await app.inject({ method: 'POST', url: '/health?x=1' })
+    expect(health.statusCode).toBe(405)
+    expect(health.headers.allow).toBe('GET, HEAD')
+  })
+
+  it('answers the documented 503 with Retry-After and the event_id while closing', async () => {
+    const closed = app.close()
     const res = await track(seed)
+    await closed
     expect(res.statusCode).toBe(503)
     expect(res.headers['retry-after']).toBe('1')
-    expect(res.json()).toEqual({ detail: expect.any(String), message: 'Failed to queue event' })
+    expect(res.json()).toEqual({
+      detail: 'The service is shutting down; retry later',
+      message: 'Failed to queue event',
+      event_id: expect.any(String),
+    })
+    expect(publisher.published).toEqual([])
   })
 })
 
@@ -192,7 +246,7 @@ describe('GET /health', () => {
     expect(res.json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up' } })
   })
 
-  it.each(['down', 'blocked'] as const)('is 503 while the broker is %s', async (state) => {
+  it.each(['down', 'blocked', 'queue missing'] as const)('is 503 while the broker is %s', async (state) => {
     publisher.state = state
     const res = await app.inject('/health')
     expect(res.statusCode).toBe(503)

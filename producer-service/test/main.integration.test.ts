@@ -16,6 +16,8 @@ describe('configuration', () => {
     ['RABBITMQ_PORT', '70000'],
     ['RABBITMQ_QUEUE_TYPE', 'stream'],
     ['PUBLISH_TIMEOUT_MS', '-5'],
+    ['PUBLISH_TIMEOUT_MS', '9000'], // past the 10 s shutdown grace, with the close around it
+    ['PORT', '0'],
   ])('exits 1 naming %s when it is %j', async (name, value) => {
     const proc = run({ [name]: value })
     expect(await proc.exited).toBe(1)

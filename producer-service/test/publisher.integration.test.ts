@@ -109,12 +109,17 @@ describe('with the broker up', () => {
     expect((await channel.checkQueue(stack.queue)).messageCount).toBe(0)
   })
 
-  it('answers 500 when the queue is gone (the broker returns the message unroutable)', async () => {
+  it('answers 500 when the queue is gone, says so on /health, declares it again, then answers 202', async () => {
     stack = await startStack()
     await channel.deleteQueue(stack.queue)
     const res = await track(stack.app)
     expect(res.statusCode).toBe(500)
-    expect(res.json().message).toBe('Failed to queue event')
+    expect(res.json()).toMatchObject({ message: 'Failed to queue event', detail: 'The event queue does not exist' })
+
+    await waitFor(async () => (await track(stack.app)).statusCode === 202, { what: 'a 202 after the queue is back' })
+    expect((await stack.app.inject('/health')).json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up' } })
+    const queue = await channel.checkQueue(stack.queue)
+    expect(queue.messageCount).toBeGreaterThanOrEqual(1)
   })
 
   it('answers 503 with Retry-After past the in-flight limit', async () => {
@@ -155,7 +160,11 @@ describe('with the broker unreachable', () => {
     const res = await track(stack.app)
     expect(res.statusCode).toBe(500)
     expect(Date.now() - started).toBeLessThan(1000)
-    expect(res.json()).toEqual({ detail: 'The message broker is unavailable', message: 'Failed to queue event' })
+    expect(res.json()).toEqual({
+      detail: 'The message broker is unavailable',
+      message: 'Failed to queue event',
+      event_id: expect.any(String),
+    })
 
     await proxy.restore()
     await waitFor(async () => (await stack.app.inject('/health')).statusCode === 200, {
