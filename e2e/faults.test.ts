@@ -7,7 +7,8 @@ import { execFileSync } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import { messageProperties } from 'event-contract'
-import { connectBroker, TcpProxy, waitFor } from '../test-support/index.js'
+import { broker, connectBroker, TcpProxy, waitFor } from '../test-support/index.js'
+import { rssBytes } from '../test-support/process.js'
 import { connectDatabase, database } from '../test-support/database.js'
 import { acceptedIds, event, System, type PostOutcome, type SystemOptions } from './harness.js'
 
@@ -25,8 +26,8 @@ async function start(options: SystemOptions = {}) {
   return system
 }
 
-async function proxyTo(target: { host: string; port: number }) {
-  const proxy = await new TcpProxy(target).start()
+async function proxyTo(target: { host: string; port: number }, options: { bytesPerSecond?: number } = {}) {
+  const proxy = await new TcpProxy(target, options).start()
   proxies.push(proxy)
   return proxy
 }
@@ -189,6 +190,138 @@ describe('faults', () => {
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
     expect(dead).toBe(0)
+  })
+
+  it('link drops during a database outage: 25 reconnects dead-letter nothing, all stored once after', async () => {
+    const dbProxy = await proxyTo({ host: database.host, port: database.port })
+    const link = await proxyTo({ host: broker.host, port: broker.port })
+    const s = await start({
+      databasePort: dbProxy.port,
+      consumerEnv: { RABBITMQ_PORT: String(link.port), CONSUMER_RETRY_MAX_MS: '1000' },
+    })
+    const drops = 25
+    let outcomes: PostOutcome[]
+    try {
+      await dbProxy.cut()
+      outcomes = await s.postMany(1500, 32)
+      // The consumer holds a prefetch's worth, unacked, while it waits for the database.
+      await waitFor(async () => (await s.queueDepth()).ready <= 500, { what: 'the consumer holding events' })
+      for (let i = 0; i < drops; i++) {
+        await link.cut()
+        await waitFor(async () => (await s.health(s.consumerHealth)).checks?.rabbitmq === 'down', {
+          what: 'the consumer to notice the link drop',
+        })
+        await link.restore()
+        await waitFor(async () => (await s.health(s.consumerHealth)).checks?.rabbitmq === 'up', {
+          what: 'the consumer to reconnect',
+          timeoutMs: 15_000,
+        })
+        await new Promise((resolve) => setTimeout(resolve, 200)) // time for a redelivery, if it consumes
+      }
+    } finally {
+      await dbProxy.restore()
+      await link.restore()
+    }
+    const accepted = acceptedIds(outcomes)
+    await waitFor(async () => (await s.queueDepth()).ready === 0, { what: 'the queue drained', timeoutMs: 30_000 })
+    const { dead } = await s.queueDepth()
+    expect(dead).toBe(0)
+    const result = await s.settle(accepted)
+    report('link drops during a database outage', { drops, ...summary(result), deadLettered: dead })
+    expect(accepted.size).toBe(1500)
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+  })
+
+  it('slow broker: producer memory stays bounded by the in-flight cap; 500 and 503 carry the event_id', async () => {
+    const inFlight = 100
+    const eventBytes = 60 * 1024
+    const slow = await proxyTo({ host: broker.host, port: broker.port }, { bytesPerSecond: 300_000 })
+    const s = await start({
+      producerEnv: {
+        RABBITMQ_PORT: String(slow.port),
+        PUBLISH_MAX_IN_FLIGHT: String(inFlight),
+        PUBLISH_TIMEOUT_MS: '1000',
+        // A small heap makes V8 collect promptly, so that RSS shows what is retained, not
+        // garbage not yet collected; what amqplib buffers lives outside the heap anyway.
+        NODE_OPTIONS: '--max-old-space-size=48',
+        BODY_LIMIT_BYTES: String(2 * eventBytes),
+      },
+    })
+    const pid = s.producer?.child.pid as number
+    const big = (i: number) => ({ ...event(i), metadata: { i, blob: 'x'.repeat(eventBytes) } })
+    const rssAtStart = rssBytes(pid)
+    let rssPeak = rssAtStart
+    const outcomes: PostOutcome[] = []
+    let posting = true
+    let i = 0
+    const samples: number[] = []
+    const sampler = setInterval(() => {
+      const rss = rssBytes(pid)
+      samples.push(Math.round(rss / 2 ** 20))
+      rssPeak = Math.max(rssPeak, rss)
+    }, 1000)
+    const clients = Array.from({ length: 128 }, async () => {
+      while (posting) {
+        const outcome = await s.post(big(i++))
+        outcomes.push(outcome)
+        // A client that honours Retry-After, as the README asks.
+        if (outcome.status === 503) await new Promise((resolve) => setTimeout(resolve, 1000))
+      }
+    })
+    await new Promise((resolve) => setTimeout(resolve, 12_000))
+    posting = false
+    await Promise.all(clients)
+    clearInterval(sampler)
+
+    const statuses = new Map<string, number>()
+    for (const o of outcomes) statuses.set(String(o.status), (statuses.get(String(o.status)) ?? 0) + 1)
+    const failed = outcomes.filter((o) => o.status === 500 || o.status === 503)
+    const growthMb = (rssPeak - rssAtStart) / 2 ** 20
+    report('slow broker', {
+      outcomes: Object.fromEntries(statuses),
+      rssAtStartMb: Math.round(rssAtStart / 2 ** 20),
+      rssGrowthMb: Math.round(growthMb),
+      boundMb: Math.round((inFlight * eventBytes) / 2 ** 20),
+      samples,
+    })
+    expect([...statuses.keys()].every((status) => ['202', '500', '503'].includes(status))).toBe(true)
+    expect(failed.filter((o) => typeof o.eventId !== 'string')).toEqual([])
+    expect(failed.filter((o) => o.status === 503 && o.retryAfter !== '1')).toEqual([])
+    // The cap's worth of buffered events is 6 MB; unbounded, it grew by more than 130 MB in 12 s.
+    expect(growthMb).toBeLessThan(40)
+    const result = await s.settle(acceptedIds(outcomes), 120_000)
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+  })
+
+  it('oversized row: dead-lettered with its reason, the rest stored, the consumer keeps going', async () => {
+    // A server limit small enough for a valid event to exceed it once SQL-escaped; set before
+    // the consumer connects, restored after (this file runs alone).
+    const admin = await connectDatabase()
+    const [[limit]] = (await admin.query('SELECT @@GLOBAL.max_allowed_packet AS bytes')) as unknown as [
+      { bytes: number }[],
+    ]
+    await admin.query('SET GLOBAL max_allowed_packet = 1048576')
+    try {
+      const s = await start({ producerEnv: { BODY_LIMIT_BYTES: String(4 * 2 ** 20) } })
+      // 700 KB of quotes: 1.4 MB as JSON, 2.8 MB in the INSERT.
+      const oversized = { ...event(0), metadata: { quotes: '"'.repeat(700_000) } }
+      const outcomes = await s.postMany(50, 8, (i) => event(i + 1))
+      const big = await s.post(oversized)
+      outcomes.push(...(await s.postMany(50, 8, (i) => event(i + 100))))
+      expect(big.status).toBe(202)
+      const result = await s.settle(acceptedIds(outcomes))
+      await waitFor(async () => (await s.queueDepth()).dead === 1, { what: 'the oversized event dead-lettered' })
+      const health = await s.health(s.consumerHealth)
+      report('oversized row', { ...summary(result), deadLettered: 1, health })
+      expect(result.missing).toEqual([])
+      expect(result.stored).toBe(100)
+      expect(health.status).toBe(200)
+    } finally {
+      await admin.query('SET GLOBAL max_allowed_packet = ?', [limit?.bytes])
+      await admin.end()
+    }
   })
 
   it('poison messages: the valid ones stored, the poison ones dead-lettered, the queue empty', async () => {

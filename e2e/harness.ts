@@ -24,6 +24,7 @@ export interface PostOutcome {
   status: number | 'error'
   eventId?: string
   body?: unknown
+  retryAfter?: string | null
 }
 
 export class System {
@@ -101,6 +102,16 @@ export class System {
     }
   }
 
+  /** A /health answer: its status and its checks (undefined when nothing answers). */
+  async health(url: string): Promise<{ status: number | 'down'; checks?: Record<string, string> }> {
+    try {
+      const res = await fetch(url)
+      return { status: res.status, checks: ((await res.json()) as { checks: Record<string, string> }).checks }
+    } catch {
+      return { status: 'down' }
+    }
+  }
+
   /** Stops both services and removes the queue and the database, whatever state they are in. */
   async stop(): Promise<void> {
     await this.producer?.stop()
@@ -126,7 +137,12 @@ export class System {
       } catch {
         // not JSON: the caller sees the text
       }
-      return { status: res.status, eventId: (parsed as { event_id?: string })?.event_id, body: parsed }
+      return {
+        status: res.status,
+        eventId: (parsed as { event_id?: string })?.event_id,
+        body: parsed,
+        retryAfter: res.headers.get('retry-after'),
+      }
     } catch (err) {
       return { status: 'error', body: (err as Error).cause ?? err }
     }

@@ -1,6 +1,6 @@
 // Runs a built service as a child process, the way its image or a user would start it.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 
 export interface ServiceProcess {
   child: ChildProcess
@@ -44,4 +44,12 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port))
     })
   })
+}
+
+/** A process's resident set size in bytes (Linux), read from /proc. */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]
+  if (!kib) throw new Error(`no VmRSS for process ${pid}`)
+  return Number(kib) * 1024
 }
