@@ -98,7 +98,7 @@ describe('faults', () => {
 
   it('database outage: 20 s unreachable while events flow; 202s go on, 503 and back, all stored once', async () => {
     const proxy = await proxyTo({ host: database.host, port: database.port })
-    const s = await start({ databasePort: proxy.port, consumerEnv: { CONSUMER_RETRY_MAX_MS: '2000' } })
+    const s = await start({ databaseAt: proxy, consumerEnv: { CONSUMER_RETRY_MAX_MS: '2000' } })
     const traffic = postContinuously(s, 100)
     await new Promise((resolve) => setTimeout(resolve, 2000))
 
@@ -139,7 +139,7 @@ describe('faults', () => {
   it('broker restart with events queued: they survive; 500 fast and 503 meanwhile; both reconnect', async () => {
     // The consumer's database is cut first, so that events are still queued when RabbitMQ stops.
     const dbProxy = await proxyTo({ host: database.host, port: database.port })
-    const s = await start({ databasePort: dbProxy.port, consumerEnv: { CONSUMER_RETRY_MAX_MS: '1000' } })
+    const s = await start({ databaseAt: dbProxy, consumerEnv: { CONSUMER_RETRY_MAX_MS: '1000' } })
     const before = await s.postMany(5000, 64)
     let outage: {
       queuedAtStop: number
@@ -196,8 +196,9 @@ describe('faults', () => {
     const dbProxy = await proxyTo({ host: database.host, port: database.port })
     const link = await proxyTo({ host: broker.host, port: broker.port })
     const s = await start({
-      databasePort: dbProxy.port,
-      consumerEnv: { RABBITMQ_PORT: String(link.port), CONSUMER_RETRY_MAX_MS: '1000' },
+      databaseAt: dbProxy,
+      consumerBrokerAt: link,
+      consumerEnv: { CONSUMER_RETRY_MAX_MS: '1000' },
     })
     const drops = 25
     let outcomes: PostOutcome[]
@@ -238,8 +239,8 @@ describe('faults', () => {
     const eventBytes = 60 * 1024
     const slow = await proxyTo({ host: broker.host, port: broker.port }, { bytesPerSecond: 300_000 })
     const s = await start({
+      producerBrokerAt: slow,
       producerEnv: {
-        RABBITMQ_PORT: String(slow.port),
         PUBLISH_MAX_IN_FLIGHT: String(inFlight),
         PUBLISH_TIMEOUT_MS: '1000',
         // A small heap makes V8 collect promptly, so that RSS shows what is retained, not

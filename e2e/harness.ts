@@ -3,7 +3,7 @@
 import { fileURLToPath } from 'node:url'
 import type { RowDataPacket } from 'mysql2/promise'
 import { deleteTopology, topologyFor } from 'event-contract'
-import { broker, connectBroker, uniqueName, waitFor } from '../test-support/index.js'
+import { broker, connectBroker, uniqueName, waitFor, type Address } from '../test-support/index.js'
 import { connectDatabase, createTestDatabase, database } from '../test-support/database.js'
 import { freePort, spawnService, type ServiceProcess } from '../test-support/process.js'
 
@@ -11,9 +11,10 @@ const producerMain = fileURLToPath(new URL('../producer-service/dist/main.js', i
 const consumerMain = fileURLToPath(new URL('../consumer-service/dist/main.js', import.meta.url))
 
 export interface SystemOptions {
-  /** Where the services reach RabbitMQ and MySQL (a TcpProxy's port, to cut them). */
-  brokerPort?: number
-  databasePort?: number
+  /** Where each service reaches RabbitMQ and MySQL (a TcpProxy, to cut or slow them). */
+  producerBrokerAt?: Address
+  consumerBrokerAt?: Address
+  databaseAt?: Address
   /** Start the consumer now (default) or later with `startConsumer()`. */
   consumer?: boolean
   consumerEnv?: Record<string, string>
@@ -47,9 +48,8 @@ export class System {
     const db = await createTestDatabase()
     this.databaseName = db.name
     this.#dropDatabase = db.drop
+    const brokerEnv = (at: Address = broker) => ({ RABBITMQ_HOST: at.host, RABBITMQ_PORT: String(at.port) })
     const common = {
-      RABBITMQ_HOST: broker.host,
-      RABBITMQ_PORT: String(this.#options.brokerPort ?? broker.port),
       RABBITMQ_USER: broker.user,
       RABBITMQ_PASS: broker.pass,
       RABBITMQ_QUEUE: this.queue,
@@ -61,8 +61,9 @@ export class System {
     this.consumerHealth = `http://127.0.0.1:${healthPort}/health`
     this.#consumerEnv = {
       ...common,
-      MYSQL_HOST: database.host,
-      MYSQL_PORT: String(this.#options.databasePort ?? database.port),
+      ...brokerEnv(this.#options.consumerBrokerAt),
+      MYSQL_HOST: (this.#options.databaseAt ?? database).host,
+      MYSQL_PORT: String((this.#options.databaseAt ?? database).port),
       MYSQL_USER: database.user,
       MYSQL_PASSWORD: database.password,
       MYSQL_DATABASE: db.name,
@@ -72,6 +73,7 @@ export class System {
     }
     this.producer = spawnService(producerMain, {
       ...common,
+      ...brokerEnv(this.#options.producerBrokerAt),
       HOST: '127.0.0.1',
       PORT: String(port),
       ...this.#options.producerEnv,

@@ -1,14 +1,8 @@
 // Helpers for the tests that talk to the real MySQL/MariaDB (consumer and end-to-end tests only).
 import mysql from 'mysql2/promise'
-import { uniqueName } from './index.js'
+import { database, uniqueName } from './index.js'
 
-/** The database server the tests use; they need the right to create databases. */
-export const database = {
-  host: process.env.MYSQL_HOST || '127.0.0.1',
-  port: Number(process.env.MYSQL_PORT || 3306),
-  user: process.env.TEST_MYSQL_USER || process.env.MYSQL_USER || 'root',
-  password: process.env.TEST_MYSQL_PASSWORD ?? process.env.MYSQL_PASSWORD ?? '',
-}
+export { database }
 
 export async function connectDatabase(databaseName?: string): Promise<mysql.Connection> {
   try {

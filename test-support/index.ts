@@ -3,12 +3,29 @@ import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import amqp, { type ChannelModel } from 'amqplib'
 
+/** Where a server listens. */
+export interface Address {
+  host: string
+  port: number
+}
+
 /** The broker the tests use: the services' variables, with this machine's defaults. */
 export const broker = {
   host: process.env.RABBITMQ_HOST || '127.0.0.1',
   port: Number(process.env.RABBITMQ_PORT || 5672),
   user: process.env.RABBITMQ_USER || 'guest',
   pass: process.env.RABBITMQ_PASS || 'guest',
+}
+
+/**
+ * The database server the tests use (they need the right to create databases). Here, not in
+ * database.ts, so that the producer's tests, which have no MySQL driver, can name it.
+ */
+export const database = {
+  host: process.env.MYSQL_HOST || '127.0.0.1',
+  port: Number(process.env.MYSQL_PORT || 3306),
+  user: process.env.TEST_MYSQL_USER || process.env.MYSQL_USER || 'root',
+  password: process.env.TEST_MYSQL_PASSWORD ?? process.env.MYSQL_PASSWORD ?? '',
 }
 
 /** A name no other test run uses: queues and databases are per test file. */
@@ -66,6 +83,8 @@ export class TcpProxy {
   readonly #bytesPerSecond: number | undefined
   readonly #sockets = new Set<net.Socket>()
   #server: net.Server | undefined
+  /** Where the services reach the proxy: this process, so never the proxied server's host. */
+  readonly host = '127.0.0.1'
   port = 0
 
   /** `bytesPerSecond` throttles what the client sends (a slow or congested broker). */
@@ -92,7 +111,7 @@ export class TcpProxy {
     })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
-      server.listen(this.port, '127.0.0.1', () => resolve())
+      server.listen(this.port, this.host, () => resolve())
     })
     this.port = (server.address() as net.AddressInfo).port
     this.#server = server

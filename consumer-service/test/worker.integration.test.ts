@@ -6,7 +6,7 @@ import type { ChannelModel, ConfirmChannel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino } from 'pino'
 import { deleteTopology, messageProperties, topologyFor, type QueueMessage } from 'event-contract'
-import { broker, connectBroker, TcpProxy, uniqueName, waitFor } from '../../test-support/index.js'
+import { broker, connectBroker, TcpProxy, uniqueName, waitFor, type Address } from '../../test-support/index.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 import { readConfig } from '../src/config.js'
 import { buildHealthApp } from '../src/health.js'
@@ -53,8 +53,9 @@ async function publish(queue: string, content: QueueMessage | Buffer) {
 interface StackOptions {
   queue?: string
   databaseName?: string
-  brokerPort?: number
-  databasePort?: number
+  /** Where the worker reaches RabbitMQ and MySQL (a TcpProxy, to cut them). */
+  brokerAt?: Address
+  databaseAt?: Address
   env?: Record<string, string>
 }
 
@@ -75,13 +76,13 @@ async function startConsumer(options: StackOptions = {}) {
     })
   }
   const config = readConfig({
-    RABBITMQ_HOST: broker.host,
-    RABBITMQ_PORT: String(options.brokerPort ?? broker.port),
+    RABBITMQ_HOST: (options.brokerAt ?? broker).host,
+    RABBITMQ_PORT: String((options.brokerAt ?? broker).port),
     RABBITMQ_USER: broker.user,
     RABBITMQ_PASS: broker.pass,
     RABBITMQ_QUEUE: queue,
-    MYSQL_HOST: database.host,
-    MYSQL_PORT: String(options.databasePort ?? database.port),
+    MYSQL_HOST: (options.databaseAt ?? database).host,
+    MYSQL_PORT: String((options.databaseAt ?? database).port),
     MYSQL_USER: database.user,
     MYSQL_PASSWORD: database.password,
     MYSQL_DATABASE: databaseName,
@@ -285,7 +286,7 @@ describe('database outage', () => {
   it('holds events while the database is unreachable, reports 503, and stores them all once it returns', async () => {
     const proxy = await new TcpProxy({ host: database.host, port: database.port }).start()
     cleanups.push(() => proxy.stop())
-    const { queue, databaseName, health } = await startConsumer({ databasePort: proxy.port })
+    const { queue, databaseName, health } = await startConsumer({ databaseAt: proxy })
     expect((await health.inject('/health')).statusCode).toBe(200)
 
     await proxy.cut()
@@ -312,7 +313,7 @@ describe('broker outage', () => {
   it('reconnects, resumes, and stores redelivered events once', async () => {
     const proxy = await new TcpProxy({ host: broker.host, port: broker.port }).start()
     cleanups.push(() => proxy.stop())
-    const { queue, databaseName, health } = await startConsumer({ brokerPort: proxy.port })
+    const { queue, databaseName, health } = await startConsumer({ brokerAt: proxy })
 
     const sent = Array.from({ length: 3000 }, () => event())
     for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
@@ -435,8 +436,8 @@ describe('broker link lost while the database is down', () => {
       () => link.stop(),
     )
     const { queue, databaseName, health } = await startConsumer({
-      databasePort: dbProxy.port,
-      brokerPort: link.port,
+      databaseAt: dbProxy,
+      brokerAt: link,
       env: { CONSUMER_RETRY_MAX_MS: '60000' },
     })
     await dbProxy.cut()

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { Channel, ChannelModel } from 'amqplib'
 import { pino } from 'pino'
 import { deleteTopology, topologyFor } from 'event-contract'
-import { broker, connectBroker, TcpProxy, uniqueName, waitFor } from '../../test-support/index.js'
+import { broker, connectBroker, TcpProxy, uniqueName, waitFor, type Address } from '../../test-support/index.js'
 import { buildApp } from '../src/app.js'
 import { readConfig } from '../src/config.js'
 import { AmqpPublisher, socketOf } from '../src/publisher.js'
@@ -31,12 +31,12 @@ afterAll(async () => {
   await admin.close()
 })
 
-async function startStack(port = broker.port, env: Record<string, string> = {}) {
+async function startStack(brokerAt: Address = broker, env: Record<string, string> = {}) {
   const queue = uniqueName('producer_it')
   queues.push(queue)
   const config = readConfig({
-    RABBITMQ_HOST: broker.host,
-    RABBITMQ_PORT: String(port),
+    RABBITMQ_HOST: brokerAt.host,
+    RABBITMQ_PORT: String(brokerAt.port),
     RABBITMQ_USER: broker.user,
     RABBITMQ_PASS: broker.pass,
     RABBITMQ_QUEUE: queue,
@@ -123,7 +123,7 @@ describe('with the broker up', () => {
   })
 
   it('answers 503 with Retry-After past the in-flight limit', async () => {
-    stack = await startStack(broker.port, { PUBLISH_MAX_IN_FLIGHT: '1' })
+    stack = await startStack(broker, { PUBLISH_MAX_IN_FLIGHT: '1' })
     const responses = await Promise.all(Array.from({ length: 20 }, () => track(stack.app)))
     const codes = responses.map((r) => r.statusCode)
     expect(codes).toContain(202)
@@ -150,7 +150,7 @@ describe('with the broker unreachable', () => {
   })
 
   it('answers 500 within the publish timeout, reports 503, and recovers without a restart', async () => {
-    stack = await startStack(proxy.port)
+    stack = await startStack(proxy)
     expect((await track(stack.app)).statusCode).toBe(202)
 
     await proxy.cut()
@@ -178,7 +178,7 @@ describe('with the broker unreachable', () => {
   })
 
   it('fails publishes awaiting confirms when the connection drops, never hangs', async () => {
-    stack = await startStack(proxy.port)
+    stack = await startStack(proxy)
     const started = Date.now()
     const pending = Promise.all(Array.from({ length: 200 }, () => track(stack.app)))
     await proxy.cut()
