@@ -7,6 +7,8 @@ export default defineConfig({
     alias: { 'event-contract': fileURLToPath(new URL('./event-contract/src/index.ts', import.meta.url)) },
   },
   test: {
+    // RabbitMQ and MySQL: the configured ones, or containers when they do not answer.
+    globalSetup: ['./test-support/global-setup.ts'],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     projects: [
