@@ -124,6 +124,15 @@ export function parseQueueMessage(content: Buffer): ParseResult<QueueMessage> {
 /** Checks what JSON Schema cannot say, and puts the timestamp in canonical UTC form. */
 function normalize(message: QueueMessage): ParseResult<QueueMessage> {
   const errors: ValidationDetail[] = []
+  // Stored lower-case (the column compares case-insensitively): echo and publish what is stored.
+  message.event_id = message.event_id.toLowerCase()
+  if (SHARED_UUIDS.has(message.event_id)) {
+    errors.push({
+      loc: ['body', 'event_id'],
+      msg: 'Value error, the nil and max UUIDs are not unique: every client sending one would share one row',
+      type: 'value_error',
+    })
+  }
   if (!message.event_type.isWellFormed()) errors.push(unicodeError('event_type'))
   const metadataProblem = inspectMetadata(message.metadata, 1)
   if (metadataProblem === 'depth') {
@@ -140,6 +149,9 @@ function normalize(message: QueueMessage): ParseResult<QueueMessage> {
   message.timestamp = (parseTimestampOnce(message.timestamp) as Date).toISOString()
   return { ok: true, value: message }
 }
+
+/** RFC 9562's nil and max UUIDs: valid syntax, but never an event's own key. */
+const SHARED_UUIDS = new Set(['00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff'])
 
 function unicodeError(field: string): ValidationDetail {
   return {

@@ -156,6 +156,20 @@ describe('parseEvent', () => {
     ])
   })
 
+  it.each(['00000000-0000-0000-0000-000000000000', 'FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF'])(
+    'rejects the shared UUID %s as an event_id: every client sending it would collide into one row',
+    (eventId) => {
+      expect(errorsOf({ ...valid, event_id: eventId })).toEqual([
+        { loc: ['body', 'event_id'], msg: expect.stringContaining('nil and max UUIDs'), type: 'value_error' },
+      ])
+    },
+  )
+
+  it('lower-cases an event_id, as it is stored', () => {
+    const eventId = '3F2B1C9E-8A7D-4E6F-9B1A-2C3D4E5F6A7B'
+    expect(valueOf({ ...valid, event_id: eventId }).event_id).toBe(eventId.toLowerCase())
+  })
+
   it('lists every missing field, FastAPI style', () => {
     expect(errorsOf({})).toEqual([
       { loc: ['body', 'user_id'], msg: 'Field required', type: 'missing' },
