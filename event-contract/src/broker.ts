@@ -66,8 +66,13 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
     recovery: { waitForConnect: false, initialDelay: 100, maxDelay: 5000, setup },
   })
   connection.on('connect', () => logger.info({ queue: topology.queue }, 'connected to RabbitMQ'))
-  connection.on('disconnect', (err: Error) => logger.error({ err }, 'lost the RabbitMQ connection; reconnecting'))
-  connection.on('connect-failed', (err: Error) => logger.warn({ err }, 'RabbitMQ connection attempt failed'))
+  // An outage is expected: one line each, without a stack.
+  connection.on('disconnect', (err: Error) =>
+    logger.error({ error: err.message }, 'lost the RabbitMQ connection; reconnecting'),
+  )
+  connection.on('connect-failed', (err: Error) =>
+    logger.warn({ error: err.message }, 'RabbitMQ connection attempt failed'),
+  )
   connection.on('reconnect-failed', (err: Error) => logger.error({ err }, 'gave up reconnecting to RabbitMQ'))
   connection.on('error', (err: Error) => logger.error({ err }, 'RabbitMQ connection error'))
   connection.on('handler-error', (err: Error, event: string) =>

@@ -1,25 +1,19 @@
 // Builds the HTTP API. Never listens: main.ts does, and tests use app.inject.
 import Fastify, {
+  errorCodes,
   LogController,
   type FastifyBaseLogger,
   type FastifyError,
   type FastifyReply,
   type FastifyRequest,
 } from 'fastify'
+import secureJson from 'secure-json-parse'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
-import {
-  AcceptedSchema,
-  ErrorSchema,
-  parseEvent,
-  QueueFailedSchema,
-  UserActivityEventSchema,
-  ValidationErrorSchema,
-  type QueueMessage,
-  type ValidationDetail,
-} from 'event-contract'
+import { parseEvent, type QueueMessage, type ValidationDetail } from 'event-contract'
+import { trackResponses, TrackBody } from './docs.js'
 import { PublishError } from './errors.js'
 import type { EventPublisher } from './publisher.js'
 
@@ -43,15 +37,29 @@ class EventValidationError extends Error {
   }
 }
 
-/** One log line per request, when it completes, instead of Fastify's two. */
+/** Why an event was not queued (a PublishError's code and cause), for the request's log line. */
+const failures = new WeakMap<FastifyRequest, { error: string; cause?: string }>()
+
+/**
+ * One log line per request, when it completes, instead of Fastify's two: with the event_id, so
+ * that an event can be followed from request to row, and for a 500 or 503 the reason, in one
+ * line without a stack (overload and broker outages are expected; stacks are for the unexpected).
+ */
 class OneLinePerRequest extends LogController {
   override incomingRequest(): void {}
   override routeNotFound(): void {}
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    reply.log.info(
-      { method: request.method, url: request.url, statusCode: reply.statusCode, ms: reply.elapsedTime },
-      'request',
-    )
+    const eventId = (request.body as { event_id?: unknown } | undefined)?.event_id
+    const line = {
+      method: request.method,
+      url: request.url,
+      statusCode: reply.statusCode,
+      ms: reply.elapsedTime,
+      ...(typeof eventId === 'string' ? { eventId } : {}),
+      ...failures.get(request),
+    }
+    if (reply.statusCode >= 500) reply.log.warn(line, 'request')
+    else reply.log.info(line, 'request')
   }
 }
 
@@ -76,6 +84,29 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
 
   // Only JSON is an event: without its text/plain parser Fastify answers 415 for the rest.
   app.removeContentTypeParser('text/plain')
+  // Fastify's own JSON parser, except that it says why a body with a prototype-poisoning key
+  // (`__proto__`, `constructor.prototype`) is refused instead of calling it malformed JSON.
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body.length === 0) return done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY(), undefined)
+    try {
+      done(null, secureJson.parse(body, { protoAction: 'error', constructorAction: 'error' }))
+    } catch (err) {
+      if (!(err instanceof SyntaxError) || !/prototype property/.test(err.message)) {
+        return done(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY(), undefined)
+      }
+      done(
+        new EventValidationError([
+          {
+            loc: ['body'],
+            msg: 'Value error, object keys "__proto__" and "constructor" with "prototype" are not allowed',
+            type: 'value_error',
+          },
+        ]),
+        undefined,
+      )
+    }
+  })
 
   await app.register(swagger, {
     openapi: {
@@ -95,7 +126,8 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
     if (err instanceof PublishError) {
       // The validated body: its event_id lets the client retry without a duplicate.
       const eventId = (request.body as QueueMessage | undefined)?.event_id
-      request.log.warn({ err, code: err.code }, 'event not queued')
+      const cause = err.cause instanceof Error ? { cause: err.cause.message } : {}
+      failures.set(request, { error: err.code, ...cause })
       if (err.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
       return reply.code(err.statusCode).send({ detail: err.detail, message: QUEUE_FAILED_MESSAGE, event_id: eventId })
     }
@@ -144,15 +176,8 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
       schema: {
         summary: 'Track a user activity event',
         description: 'Answers 202 only once RabbitMQ has confirmed the event. Unknown fields are ignored.',
-        body: UserActivityEventSchema,
-        response: {
-          202: AcceptedSchema,
-          400: ValidationErrorSchema,
-          413: ErrorSchema,
-          415: ErrorSchema,
-          500: QueueFailedSchema,
-          503: QueueFailedSchema,
-        },
+        body: TrackBody,
+        response: trackResponses,
       },
       // The contract's validator both checks and normalizes; Fastify hands its value to the handler.
       validatorCompiler: () => (body: unknown) => {

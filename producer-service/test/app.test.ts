@@ -129,7 +129,8 @@ describe('POST /api/v1/events/track', () => {
   it('answers 400 for a __proto__ key instead of polluting anything', async () => {
     const res = await track('{"user_id":1,"event_type":"a","timestamp":"2026-02-20T10:00:00Z","__proto__":{"x":1}}')
     expect(res.statusCode).toBe(400)
-    expect(res.json().detail[0].type).toBe('json_invalid')
+    expect(res.json().detail[0].type).toBe('value_error')
+    expect(({} as Record<string, unknown>).x).toBeUndefined()
   })
 
   it.each([
@@ -205,6 +206,26 @@ describe('POST /api/v1/events/track', () => {
     },
   )
 
+  it('says what is wrong with a prototype-poisoning key instead of calling the JSON malformed', async () => {
+    for (const metadata of ['{"__proto__":{"admin":true}}', '{"constructor":{"prototype":{"admin":true}}}']) {
+      const res = await track(
+        `{"user_id":1,"event_type":"login","timestamp":"2026-02-20T10:00:00Z","metadata":${metadata}}`,
+      )
+      expect(res.statusCode).toBe(400)
+      expect(res.json()).toEqual({
+        detail: [{ loc: ['body'], msg: expect.stringContaining('"__proto__"'), type: 'value_error' }],
+        message: 'Invalid UserActivityEvent payload',
+      })
+    }
+    expect(publisher.published).toEqual([])
+  })
+
+  it('echoes an upper-case event_id as it is stored: lower-case', async () => {
+    const res = await track({ ...seed, event_id: '0190D6E2-4F1A-7CC4-9B43-2F1C8E0A5D11' })
+    expect(res.json().event_id).toBe('0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11')
+    expect(publisher.published[0]?.event_id).toBe('0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11')
+  })
+
   it('puts the event_id the client sent in a 500, so that a retry with it stores the event once', async () => {
     publisher.failWith = 'CONFIRM_TIMEOUT'
     const eventId = '0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11'
@@ -262,13 +283,70 @@ describe('API documentation', () => {
     const schema = operation.requestBody.content['application/json'].schema
     expect(schema.required).toEqual(['user_id', 'event_type', 'timestamp'])
     expect(schema.properties.user_id).toMatchObject({ type: 'integer', minimum: 1, maximum: 2147483647 })
-    expect(Object.keys(operation.responses).sort()).toEqual(['202', '400', '413', '415', '500', '503'])
+    expect(Object.keys(operation.responses).sort()).toEqual(['202', '400', '404', '405', '413', '415', '500', '503'])
+  })
+
+  it('pre-fills "Try it out" with an example without event_id, so that every try stores an event', async () => {
+    const operation = (await app.inject('/openapi.json')).json().paths['/api/v1/events/track'].post
+    const example = operation.requestBody.content['application/json'].example
+    expect(example).toEqual({
+      user_id: 123,
+      event_type: 'page_view',
+      timestamp: '2026-02-20T10:00:00Z',
+      metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
+    })
+    // The example is a valid event.
+    expect((await track(example)).statusCode).toBe(202)
+  })
+
+  it('describes every answer with a real example body, and the headers a client needs', async () => {
+    const { responses } = (await app.inject('/openapi.json')).json().paths['/api/v1/events/track'].post
+    type Documented = { description: string; content: Record<string, { example?: unknown }> }
+    for (const [status, response] of Object.entries(responses) as [string, Documented][]) {
+      expect(response.description, status).not.toBe('Default Response')
+      expect(response.content['application/json']?.example, status).toBeDefined()
+    }
+    expect(responses['202'].content['application/json'].example).toMatchObject({ status: 'accepted' })
+    expect(responses['503'].headers['retry-after'].schema).toEqual({ type: 'integer' })
+    expect(responses['405'].headers.allow).toBeDefined()
+    expect(responses['500'].content['application/json'].example.event_id).toEqual(expect.any(String))
   })
 
   it('serves Swagger UI at /docs', async () => {
     const res = await app.inject('/docs/')
     expect(res.statusCode).toBe(200)
     expect(res.body).toContain('swagger')
+  })
+})
+
+describe('logs', () => {
+  /** An app whose log lines land in `lines`. */
+  async function logged() {
+    const lines: Record<string, unknown>[] = []
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) })
+    const logApp = await buildApp({ publisher, logger })
+    return { logApp, lines }
+  }
+
+  it('one line per request, with the event_id of the event it queued', async () => {
+    const { logApp, lines } = await logged()
+    const eventId = '0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11'
+    await logApp.inject({ method: 'POST', url: '/api/v1/events/track', payload: { ...seed, event_id: eventId } })
+    await logApp.close()
+    const requests = lines.filter((line) => line.msg === 'request')
+    expect(requests).toEqual([
+      expect.objectContaining({ level: 30, method: 'POST', statusCode: 202, eventId, url: '/api/v1/events/track' }),
+    ])
+  })
+
+  it('a 500 or 503 is one warn line with its reason and event_id, without a stack', async () => {
+    const { logApp, lines } = await logged()
+    publisher.failWith = 'OVERLOADED'
+    const res = await logApp.inject({ method: 'POST', url: '/api/v1/events/track', payload: seed })
+    await logApp.close()
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatchObject({ level: 40, statusCode: 503, error: 'OVERLOADED', eventId: res.json().event_id })
+    expect(JSON.stringify(lines)).not.toContain('stack')
   })
 })
 

@@ -1,0 +1,91 @@
+// What /docs and /openapi.json say of the track route: the contract's schemas, each answer with
+// its meaning and a real example body. The request example has no event_id: Swagger UI's "Try
+// it out" would send the same one every time, and every try after the first would store nothing.
+import Type from 'typebox'
+import {
+  AcceptedSchema,
+  ErrorSchema,
+  QueueFailedSchema,
+  UserActivityEventSchema,
+  ValidationErrorSchema,
+} from 'event-contract'
+
+const eventId = '0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11'
+
+export const TrackBody = {
+  ...UserActivityEventSchema,
+  examples: [
+    {
+      user_id: 123,
+      event_type: 'page_view',
+      timestamp: '2026-02-20T10:00:00Z',
+      metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
+    },
+  ],
+}
+
+const retryAfter = {
+  'retry-after': { type: 'integer', description: 'Seconds to wait before retrying with the same event_id' },
+}
+
+const DetailOnlySchema = Type.Object({ detail: Type.String() }, { title: 'Detail' })
+
+export const trackResponses = {
+  202: {
+    ...AcceptedSchema,
+    description: 'Queued: RabbitMQ has confirmed the event (persistent, on a durable queue)',
+    examples: [{ status: 'accepted', message: 'Event queued for processing', event_id: eventId }],
+  },
+  400: {
+    ...ValidationErrorSchema,
+    description: 'Not a valid event, malformed JSON or an empty body; nothing was queued',
+    examples: [
+      {
+        detail: [{ loc: ['body', 'user_id'], msg: 'Input should be a valid integer', type: 'int_type' }],
+        message: 'Invalid UserActivityEvent payload',
+      },
+    ],
+  },
+  404: {
+    ...DetailOnlySchema,
+    description: 'No such path (any URL this API does not serve)',
+    examples: [{ detail: 'Not Found' }],
+  },
+  405: {
+    ...DetailOnlySchema,
+    description: 'Another method than POST; the Allow header names the allowed ones',
+    headers: { allow: { type: 'string', description: 'The methods this path takes: POST' } },
+    examples: [{ detail: 'Method Not Allowed' }],
+  },
+  413: {
+    ...ErrorSchema,
+    description: 'The body is larger than BODY_LIMIT_BYTES (64 KiB by default)',
+    examples: [{ detail: 'Request body is larger than 65536 bytes', message: 'Payload too large' }],
+  },
+  415: {
+    ...ErrorSchema,
+    description: 'Not application/json, or a charset other than UTF-8',
+    examples: [{ detail: 'Content-Type must be application/json', message: 'Unsupported media type' }],
+  },
+  500: {
+    ...QueueFailedSchema,
+    description:
+      'Not queued, or not confirmed in time (broker down, message refused, no confirm within the publish ' +
+      'timeout). Retry with the event_id given: the event is stored once either way.',
+    examples: [{ detail: 'The message broker is unavailable', message: 'Failed to queue event', event_id: eventId }],
+  },
+  503: {
+    ...QueueFailedSchema,
+    description:
+      'Too many events wait for the broker, the broker blocks publishers or does not keep up, or the service ' +
+      'is shutting down. Retry after Retry-After seconds, with the event_id given.',
+    headers: retryAfter,
+    examples: [
+      {
+        detail: 'Too many events are waiting for the broker; retry later',
+        message: 'Failed to queue event',
+        event_id: eventId,
+      },
+    ],
+  },
+}
