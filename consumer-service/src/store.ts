@@ -124,6 +124,7 @@ export class Store {
   readonly #open = new Set<{ destroy(): void; once(event: string, listener: () => void): unknown }>()
   /** The server's max_allowed_packet, read on first use and again after a too-large error. */
   #maxPacket: number | undefined
+  #schemaApplied = false
 
   constructor({ logger, ...connection }: StoreOptions) {
     this.#log = logger.child({ component: 'store' })
@@ -145,6 +146,25 @@ export class Store {
         if (err) this.#log.error({ err }, 'could not set the session time zone and SQL mode')
       })
     })
+  }
+
+  /** Where it stores, for the logs: never the password. */
+  get location() {
+    const { host, port, database, user } = this.#connection
+    return { host, port, database, user }
+  }
+
+  /**
+   * Resolves once the database can take inserts: the first time, by applying the schema; after
+   * that, by answering a query. Throws why not (the database is down, does not exist, ...).
+   */
+  async prepare(): Promise<void> {
+    if (this.#schemaApplied) {
+      await this.#pool.query({ sql: 'SELECT 1', timeout: 5000 })
+      return
+    }
+    await this.applySchema()
+    this.#schemaApplied = true
   }
 
   /** Creates the table if it is missing (db/init.sql). */

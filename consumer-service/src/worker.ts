@@ -13,7 +13,7 @@ import {
 } from 'event-contract'
 import { Batcher } from './batcher.js'
 import { Ledger } from './ledger.js'
-import { toRow, type Store } from './store.js'
+import { toRow, TransientStoreError, type Store } from './store.js'
 
 /** Upper bound of a batch's bytes; the store splits further if the server's packet limit is lower. */
 const MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -22,6 +22,8 @@ const RETRY_BASE_MS = 100
 const PING_MAX_MS = 1000
 /** Batches in flight: one is parsed while the other is inserted. */
 const BATCH_CONCURRENCY = 2
+/** At most one "still waiting for the database" line this often. */
+const WAITING_LOG_MS = 30_000
 
 export interface WorkerConfig extends BrokerConfig {
   CONSUMER_PREFETCH: number
@@ -52,6 +54,16 @@ interface Valid {
 export function backoffDelay(attempt: number, capMs: number, random: () => number = Math.random): number {
   const base = Math.min(capMs, RETRY_BASE_MS * 2 ** Math.min(attempt, 30))
   return Math.round(Math.min(capMs, base * (0.8 + 0.4 * random())))
+}
+
+/** One line of why a database operation failed: its code and message, without a stack. */
+function failure(err: unknown): { error: string; code?: string } {
+  const cause = err instanceof TransientStoreError ? err.cause : err
+  const code = (cause as { code?: unknown } | null)?.code
+  return {
+    error: cause instanceof Error ? cause.message : String(cause),
+    ...(typeof code === 'string' ? { code } : {}),
+  }
 }
 
 /** Waits `ms`; true if it did, false as soon as one of the signals is aborted. */
@@ -85,12 +97,28 @@ export class Worker {
   #stopped = new AbortController()
   /** Aborted when stop()'s grace is over: give up on batches still waiting for the database. */
   #gaveUp = new AbortController()
-  /** Set by a failed insert, cleared by a successful insert or ping. */
-  #databaseDown = false
+  /** False until the schema is applied, and again after a failed insert until the database answers. */
+  #databaseReady = false
+  /** What happened since the last summary line. */
+  #tally = { stored: 0, duplicates: 0, deadLettered: 0, batches: 0, lagMs: 0 }
+  readonly #summaryIntervalMs: number
+  #summaryTimer: NodeJS.Timeout | undefined
 
-  constructor({ config, store, logger }: { config: WorkerConfig; store: Store; logger: Logger }) {
+  /** `summaryIntervalMs`: how often an info line sums up what was stored (tests shorten it). */
+  constructor({
+    config,
+    store,
+    logger,
+    summaryIntervalMs = 10_000,
+  }: {
+    config: WorkerConfig
+    store: Store
+    logger: Logger
+    summaryIntervalMs?: number
+  }) {
     this.#config = config
     this.#store = store
+    this.#summaryIntervalMs = summaryIntervalMs
     this.#log = logger.child({ component: 'worker' })
     this.#topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
     this.#batcher = new Batcher<Delivery>({
@@ -108,6 +136,7 @@ export class Worker {
     if (this.#broker) return
     this.#stopped = new AbortController()
     this.#gaveUp = new AbortController()
+    this.#summaryTimer = setInterval(() => this.#summarize(), this.#summaryIntervalMs)
     this.#broker = await connectBroker({
       config: this.#config,
       logger: this.#log,
@@ -147,15 +176,20 @@ export class Worker {
    */
   async #consumeWhenStorable(ledger: Ledger): Promise<void> {
     const quit = [ledger.signal, this.#stopped.signal]
-    for (let attempt = 0; this.#databaseDown; attempt++) {
-      if (attempt === 0) this.#log.warn('connected, but waiting for the database before consuming')
-      if (await this.#store.ping()) {
-        this.#databaseDown = false
-        this.#log.info('database available again')
-        break
-      }
-      if (!(await sleep(backoffDelay(attempt, Math.min(PING_MAX_MS, this.#config.CONSUMER_RETRY_MAX_MS)), ...quit))) {
-        return
+    let warnedAt = 0
+    for (let attempt = 0; !this.#databaseReady; attempt++) {
+      try {
+        // The first time this applies db/init.sql; the database may not even exist yet.
+        await this.#store.prepare()
+        this.#databaseReady = true
+        if (attempt > 0) this.#log.info(this.#store.location, 'the database is available; consuming')
+      } catch (err) {
+        if (Date.now() - warnedAt > WAITING_LOG_MS) {
+          warnedAt = Date.now()
+          this.#log.warn({ ...failure(err), attempt }, 'connected to RabbitMQ; waiting for the database to consume')
+        }
+        const delay = backoffDelay(attempt, Math.min(PING_MAX_MS, this.#config.CONSUMER_RETRY_MAX_MS))
+        if (!(await sleep(delay, ...quit))) return
       }
     }
     if (quit.some((signal) => signal.aborted)) return
@@ -209,10 +243,25 @@ export class Worker {
     const outcome = await this.#storeWithRetry(valid, ledger)
     if (!outcome) return // given up, or the channel died: left unsettled, the broker redelivers
     for (const { item, err } of outcome.rejected) {
-      this.#deadLetter(ledger, item.msg, 'rejected by the database', { err, eventId: item.message.event_id })
+      this.#deadLetter(ledger, item.msg, 'rejected by the database', {
+        ...failure(err),
+        eventId: item.message.event_id,
+      })
     }
     ledger.stored(outcome.stored.map((item) => item.msg))
+    this.#tally.batches++
+    this.#tally.stored += outcome.inserted
+    this.#tally.duplicates += outcome.stored.length - outcome.inserted
+    this.#tally.lagMs = Date.now() - Date.parse((valid[0] as Valid).message.received_at)
     this.#log.debug({ stored: outcome.stored.length, inserted: outcome.inserted }, 'batch stored')
+  }
+
+  /** One info line per interval with something to say, readable at any rate. */
+  #summarize(): void {
+    const tally = this.#tally
+    if (tally.batches === 0 && tally.deadLettered === 0) return
+    this.#log.info({ ...tally, seconds: this.#summaryIntervalMs / 1000 }, 'events stored')
+    this.#tally = { stored: 0, duplicates: 0, deadLettered: 0, batches: 0, lagMs: 0 }
   }
 
   /** Inserts until it works, backing off; undefined when given up or the channel is gone. */
@@ -220,14 +269,14 @@ export class Worker {
     for (let attempt = 0; ; attempt++) {
       try {
         const outcome = await this.#store.insert(valid, (item) => toRow(item.message))
-        if (this.#databaseDown) this.#log.info('database available again')
-        this.#databaseDown = false
+        if (attempt > 0) this.#log.info({ attempt }, 'the database is available again')
+        this.#databaseReady = true
         return outcome
       } catch (err) {
-        this.#databaseDown = true
+        this.#databaseReady = false
         const delay = backoffDelay(attempt, this.#config.CONSUMER_RETRY_MAX_MS)
         this.#log.warn(
-          { err, attempt, delay, held: valid.length },
+          { ...failure(err), attempt, delay, held: valid.length },
           'could not store the batch; holding it and retrying',
         )
         if (!(await sleep(delay, ledger.signal, this.#gaveUp.signal))) return undefined
@@ -238,6 +287,7 @@ export class Worker {
   #deadLetter(ledger: Ledger, msg: ConsumeMessage, reason: string, details: Record<string, unknown>): void {
     const { messageId, type } = msg.properties
     this.#log.error({ ...details, messageId, type }, `dead-lettering a message: ${reason}`)
+    this.#tally.deadLettered++
     ledger.reject(msg)
   }
 
@@ -268,6 +318,8 @@ export class Worker {
       // Closes the channel before the connection, so that its acks reach the broker.
       await broker.close()
       this.#lostChannel()
+      clearInterval(this.#summaryTimer)
+      this.#summarize()
       this.#log.info('RabbitMQ connection closed')
     }
   }

@@ -6,7 +6,7 @@ import type { ChannelModel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { assertTopology, deleteTopology, messageProperties, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
-import { spawnService } from '../../test-support/process.js'
+import { freePort, spawnService } from '../../test-support/process.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
@@ -113,5 +113,105 @@ describe('SIGTERM while draining', () => {
     second.child.kill('SIGTERM')
     expect(await second.exited).toBe(0)
     expect(await count()).toEqual({ rows: total, distinct: total })
+  })
+})
+
+describe('start-up before the database exists', () => {
+  const queue = uniqueName('consumer_start')
+  const databaseName = uniqueName('not_yet')
+  let admin: ChannelModel
+
+  beforeAll(async () => {
+    admin = await connectBroker()
+  })
+  afterAll(async () => {
+    const channel = await admin.createChannel()
+    await deleteTopology(channel, topologyFor(queue, 'quorum'))
+    await admin.close()
+    const connection = await connectDatabase()
+    await connection.query(`DROP DATABASE IF EXISTS \`${databaseName}\``)
+    await connection.end()
+  })
+
+  it('connects to RabbitMQ at once, names the database on /health, and consumes once it exists', async () => {
+    const healthPort = await freePort()
+    const proc = run({
+      RABBITMQ_HOST: broker.host,
+      RABBITMQ_PORT: String(broker.port),
+      RABBITMQ_QUEUE: queue,
+      MYSQL_HOST: database.host,
+      MYSQL_PORT: String(database.port),
+      MYSQL_USER: database.user,
+      MYSQL_PASSWORD: database.password,
+      MYSQL_DATABASE: databaseName,
+      HEALTH_HOST: '127.0.0.1',
+      HEALTH_PORT: String(healthPort),
+      CONSUMER_RETRY_MAX_MS: '200',
+      LOG_LEVEL: 'info',
+    })
+    const health = async () => {
+      const res = await fetch(`http://127.0.0.1:${healthPort}/health`)
+      return { status: res.status, body: (await res.json()) as { checks: Record<string, string> } }
+    }
+    try {
+      await waitFor(async () => (await health()).body.checks.rabbitmq === 'up', { what: 'rabbitmq up' })
+      expect(await health()).toEqual({
+        status: 503,
+        body: { status: 'unhealthy', checks: { rabbitmq: 'up', mysql: 'down', progress: 'ok' } },
+      })
+
+      const connection = await connectDatabase()
+      await connection.query(`CREATE DATABASE \`${databaseName}\``)
+      await connection.end()
+      await waitFor(async () => (await health()).status === 200, { what: '/health 200', timeoutMs: 15_000 })
+      const channel = await admin.createConfirmChannel()
+      const e = {
+        event_id: randomUUID(),
+        user_id: 1,
+        event_type: 'login',
+        timestamp: '2026-02-20T10:00:00.000Z',
+        metadata: {},
+        received_at: '2026-02-20T10:00:00.000Z',
+      }
+      channel.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+      await channel.waitForConfirms()
+      await channel.close()
+      await waitFor(
+        async () => {
+          const db = await connectDatabase(databaseName)
+          try {
+            const [rows] = await db.query<RowDataPacket[]>('SELECT event_id FROM user_activities')
+            return rows.length === 1
+          } finally {
+            await db.end()
+          }
+        },
+        { what: 'the row' },
+      )
+    } finally {
+      proc.child.kill('SIGTERM')
+    }
+    expect(await proc.exited).toBe(0)
+
+    const lines = proc
+      .output()
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+    const index = (msg: string) => lines.findIndex((line) => line.msg === msg)
+    // Where it stores, never the password.
+    expect(lines[index('starting')]?.mysql).toEqual({
+      host: database.host,
+      port: database.port,
+      database: databaseName,
+      user: database.user,
+    })
+    expect(index('connected to RabbitMQ')).toBeGreaterThan(-1)
+    expect(index('connected to RabbitMQ')).toBeLessThan(index('consuming'))
+    // Waiting for the database is said once (then every 30 s), with why, without a stack.
+    const waiting = lines.filter((line) => String(line.msg).includes('waiting for the database'))
+    expect(waiting).toHaveLength(1)
+    expect(waiting[0]).toMatchObject({ level: 40, error: expect.stringContaining(databaseName) })
+    expect(JSON.stringify(waiting)).not.toContain('stack')
   })
 })

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto'
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest'
 import type { ChannelModel, ConfirmChannel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { deleteTopology, messageProperties, topologyFor, type QueueMessage } from 'event-contract'
 import { broker, connectBroker, TcpProxy, uniqueName, waitFor, type Address } from '../../test-support/index.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
@@ -57,6 +57,8 @@ interface StackOptions {
   brokerAt?: Address
   databaseAt?: Address
   env?: Record<string, string>
+  logger?: Logger
+  summaryIntervalMs?: number
 }
 
 /** A worker (and its health server) on a queue and database of the test's own. */
@@ -89,13 +91,15 @@ async function startConsumer(options: StackOptions = {}) {
     CONSUMER_RETRY_MAX_MS: '500',
     ...options.env,
   })
-  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
+  const logger = options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
   const store = Store.fromConfig(config, logger)
   await store.applySchema()
-  const worker = new Worker({ config, store, logger })
+  const worker = new Worker({ config, store, logger, summaryIntervalMs: options.summaryIntervalMs })
   const health = await buildHealthApp({ worker, store, logger })
   await worker.start()
   await worker.waitForConnect()
+  // Consuming starts once the database is prepared: tests start from there.
+  await waitFor(async () => (await consumers(queue)) > 0, { what: 'the worker consuming' })
   cleanups.push(async () => {
     await worker.stop()
     await health.close()
@@ -147,6 +151,15 @@ async function queueDepth(queue: string): Promise<{ ready: number; dead: number 
     const ready = (await channel.checkQueue(queue)).messageCount
     const dead = (await channel.checkQueue(`${queue}.dlq`)).messageCount
     return { ready, dead }
+  } finally {
+    await channel.close()
+  }
+}
+
+async function consumers(queue: string): Promise<number> {
+  const channel = await admin.createChannel()
+  try {
+    return (await channel.checkQueue(queue)).consumerCount
   } finally {
     await channel.close()
   }
@@ -462,5 +475,39 @@ describe('broker link lost while the database is down', () => {
     expect(seconds).toBeLessThan(3) // the old batches' backoff had 4 s or more to run
     await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
     expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+  })
+})
+
+describe('logs', () => {
+  it('sums up what it stored in an info line per interval; a database outage is one line a retry, no stack', async () => {
+    const lines: Record<string, unknown>[] = []
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) })
+    const proxy = await new TcpProxy({ host: database.host, port: database.port }).start()
+    cleanups.push(() => proxy.stop())
+    const { queue, databaseName } = await startConsumer({ logger, summaryIntervalMs: 200, databaseAt: proxy })
+    const sent = Array.from({ length: 30 }, () => event())
+    for (const e of [...sent, sent[0] as QueueMessage]) await publish(queue, e)
+    await waitFor(async () => (await rowCount(databaseName)) === 30, { what: '30 rows' })
+    const summed = () => {
+      const summaries = lines.filter((line) => line.msg === 'events stored')
+      const sum = (key: string) => summaries.reduce((total, line) => total + Number(line[key]), 0)
+      return { stored: sum('stored'), duplicates: sum('duplicates'), deadLettered: sum('deadLettered') }
+    }
+    await waitFor(() => summed().stored + summed().duplicates === 31, { what: 'the summary lines' })
+    expect(summed()).toEqual({ stored: 30, duplicates: 1, deadLettered: 0 })
+    expect(lines.filter((line) => line.msg === 'events stored').every((line) => line.level === 30)).toBe(true)
+
+    await proxy.cut()
+    await publish(queue, event())
+    const retry = await waitFor(() => lines.find((line) => String(line.msg).startsWith('could not store the batch')), {
+      what: 'a retry line',
+    })
+    expect(retry).toMatchObject({ level: 40, error: expect.any(String), attempt: 0, held: 1 })
+    expect(JSON.stringify(retry)).not.toContain('stack')
+    // The cause is said once, not in a wrapper's message and again in its cause.
+    const text = String(retry.error)
+    expect(JSON.stringify(retry).split(text).length - 1).toBe(1)
+    await proxy.restore()
+    await waitFor(async () => (await rowCount(databaseName)) === 31, { what: '31 rows' })
   })
 })
