@@ -12,8 +12,10 @@ export const MAX_EVENT_TYPE_LENGTH = 50
  */
 export const MAX_METADATA_DEPTH = 16
 
-/** Message `type` property of the queue messages this contract describes. */
+/** Message `type` property of the queue messages this contract describes: one event. */
 export const MESSAGE_TYPE = 'user_activity.v1'
+/** Message `type` of a batch message: the events of one `/batch` request, in one message. */
+export const BATCH_MESSAGE_TYPE = 'user_activity_batch.v1'
 
 const UserId = Type.Integer({
   minimum: 1,
@@ -112,4 +114,45 @@ export const QueueFailedSchema = Type.Object(
     event_id: Type.Optional(Type.String({ format: 'uuid', description: 'Retry with this event_id' })),
   },
   { title: 'QueueFailed' },
+)
+
+/** The body of `POST /api/v1/events/batch`; its size limits are the service's configuration. */
+export function batchSchema(maxEvents: number) {
+  return Type.Object(
+    {
+      batch: Type.Array(UserActivityEventSchema, {
+        minItems: 1,
+        maxItems: maxEvents,
+        description: `1 to ${maxEvents} events, each as /api/v1/events/track takes it`,
+      }),
+    },
+    { title: 'UserActivityBatch' },
+  )
+}
+
+/** A batch message on the queue: the normalized events of one request. */
+export const QueueBatchMessageSchema = Type.Object(
+  { events: Type.Array(QueueMessageSchema, { minItems: 1 }) },
+  { title: 'UserActivityBatchMessage' },
+)
+
+/** The 202 body of a batch: every event_id, in request order. */
+export const BatchAcceptedSchema = Type.Object(
+  {
+    status: Type.Literal('accepted'),
+    message: Type.Literal('Events queued for processing'),
+    count: Type.Integer(),
+    event_ids: Type.Array(Type.String({ format: 'uuid' })),
+  },
+  { title: 'BatchAccepted' },
+)
+
+/** The 500 and 503 bodies of a batch not queued: resend it with these event_ids. */
+export const BatchFailedSchema = Type.Object(
+  {
+    detail: Type.String(),
+    message: Type.String(),
+    event_ids: Type.Array(Type.String({ format: 'uuid' }), { description: 'Resend the batch with these event_ids' }),
+  },
+  { title: 'BatchFailed' },
 )

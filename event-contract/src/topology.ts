@@ -1,6 +1,6 @@
 // The queue topology both services declare on every (re)connect.
 import type { Channel } from 'amqplib'
-import { MESSAGE_TYPE } from './schema.js'
+import { BATCH_MESSAGE_TYPE, MESSAGE_TYPE } from './schema.js'
 
 export type QueueType = 'quorum' | 'classic'
 
@@ -57,13 +57,13 @@ export function isPreconditionFailed(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === 406
 }
 
-/** Publish properties of an event message. */
-export function messageProperties(eventId: string) {
+/** Publish properties of an event message (`messageId` the event_id), or of a batch message. */
+export function messageProperties(messageId: string, type: typeof MESSAGE_TYPE | typeof BATCH_MESSAGE_TYPE = MESSAGE_TYPE) {
   return {
     persistent: true,
     contentType: 'application/json',
-    messageId: eventId,
-    type: MESSAGE_TYPE,
+    messageId,
+    type,
     mandatory: true,
   } as const
 }

@@ -4,12 +4,20 @@ import Format from 'typebox/format'
 import type { TLocalizedValidationError } from 'typebox/error'
 import { randomUUID } from 'node:crypto'
 import {
+  BATCH_MESSAGE_TYPE,
   MAX_METADATA_DEPTH,
   QueueMessageSchema,
   UserActivityEventSchema,
   type QueueMessage,
   type ValidationDetail,
 } from './schema.js'
+
+export interface BatchLimits {
+  /** Most events in one batch (BATCH_MAX_EVENTS). */
+  maxEvents: number
+  /** Most bytes of one event, serialized as JSON (the single-event body limit). */
+  maxEventBytes: number
+}
 
 const TIMESTAMP =
   /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):?(\d{2}))?$/
@@ -103,17 +111,105 @@ export function parseEvent(body: unknown, receivedAt: Date = new Date()): ParseR
   })
 }
 
-/** Validates a message taken off the queue (raw bytes), as the producer would have made it. */
-export function parseQueueMessage(content: Buffer): ParseResult<QueueMessage> {
+/**
+ * Validates `{"batch": [event, ...]}`: all or nothing. Every problem of every event is reported,
+ * at `["body", "batch", index, field]`; so is an event larger than the single-event limit and an
+ * event_id given twice.
+ */
+export function parseBatch(
+  body: unknown,
+  limits: BatchLimits,
+  receivedAt: Date = new Date(),
+): ParseResult<QueueMessage[]> {
+  const batch = (body as { batch?: unknown } | null | undefined)?.batch
+  if (body === undefined || body === null) return missing(['body'])
+  if (typeof body !== 'object' || Array.isArray(body)) {
+    return fail(['body'], 'Input should be a valid dictionary or object to extract fields from', 'model_attributes_type')
+  }
+  if (batch === undefined) return missing(['body', 'batch'])
+  if (!Array.isArray(batch)) return fail(['body', 'batch'], 'Input should be a valid list', 'list_type')
+  if (batch.length === 0) return fail(['body', 'batch'], 'List should have at least 1 item', 'too_short')
+  if (batch.length > limits.maxEvents) {
+    return fail(['body', 'batch'], `List should have at most ${limits.maxEvents} items`, 'too_long')
+  }
+  const errors: ValidationDetail[] = []
+  const events: QueueMessage[] = []
+  const seen = new Map<string, number>()
+  batch.forEach((item, index) => {
+    const at = (loc: (string | number)[]) => ['body', 'batch', index, ...loc.slice(1)]
+    const bytes = Buffer.byteLength(JSON.stringify(item) ?? '')
+    if (bytes > limits.maxEventBytes) {
+      errors.push({
+        loc: at(['body']),
+        msg: `Value error, the event is ${bytes} bytes as JSON; at most ${limits.maxEventBytes}`,
+        type: 'value_error',
+      })
+      return
+    }
+    const result = parseEvent(item, receivedAt)
+    if (!result.ok) {
+      for (const error of result.errors) errors.push({ ...error, loc: at(error.loc) })
+      return
+    }
+    const first = seen.get(result.value.event_id)
+    if (first !== undefined) {
+      errors.push({
+        loc: at(['body', 'event_id']),
+        msg: `Value error, event_id repeats the one at index ${first}: an event_id is one event`,
+        type: 'value_error',
+      })
+    }
+    seen.set(result.value.event_id, index)
+    events.push(result.value)
+  })
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, value: events }
+}
+
+function missing(loc: (string | number)[]): ParseResult<never> {
+  return fail(loc, 'Field required', 'missing')
+}
+
+function fail(loc: (string | number)[], msg: string, type: string): ParseResult<never> {
+  return { ok: false, errors: [{ loc, msg, type }] }
+}
+
+/** What a queue message holds: its valid events, and those that are not (dead-lettered alone). */
+export interface ParsedQueueMessage {
+  events: QueueMessage[]
+  /** Events of a batch message that fail the contract, as found, with why. */
+  invalid: { event: unknown; errors: ValidationDetail[] }[]
+}
+
+/**
+ * Validates a message taken off the queue (raw bytes), as the producer would have made it:
+ * one event, or a batch message (`type` user_activity_batch.v1) whose events are checked one
+ * by one. Not ok when the message as a whole is unusable.
+ */
+export function parseQueueMessage(content: Buffer, type?: string): ParseResult<ParsedQueueMessage> {
   let data: unknown
   try {
     data = JSON.parse(content.toString('utf8'))
   } catch (err) {
-    return {
-      ok: false,
-      errors: [{ loc: ['body'], msg: `JSON decode error: ${(err as Error).message}`, type: 'json_invalid' }],
-    }
+    return fail(['body'], `JSON decode error: ${(err as Error).message}`, 'json_invalid')
   }
+  if (type !== BATCH_MESSAGE_TYPE) {
+    const result = parseQueueEvent(data)
+    return result.ok ? { ok: true, value: { events: [result.value], invalid: [] } } : result
+  }
+  const events = (data as { events?: unknown } | null)?.events
+  if (!Array.isArray(events) || events.length === 0) {
+    return fail(['body', 'events'], 'Input should be a non-empty list of events', 'list_type')
+  }
+  const parsed: ParsedQueueMessage = { events: [], invalid: [] }
+  for (const event of events) {
+    const result = parseQueueEvent(event)
+    if (result.ok) parsed.events.push(result.value)
+    else parsed.invalid.push({ event, errors: result.errors })
+  }
+  return { ok: true, value: parsed }
+}
+
+function parseQueueEvent(data: unknown): ParseResult<QueueMessage> {
   if (!checkMessage.Check(data)) return { ok: false, errors: toDetails(checkMessage.Errors(data)) }
   const result = normalize({ ...data })
   // Checked by the `date-time` format; the canonical form the producer writes takes the fast path.

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_METADATA_DEPTH, parseEvent, parseQueueMessage, parseTimestamp } from 'event-contract'
+import {
+  BATCH_MESSAGE_TYPE,
+  MAX_METADATA_DEPTH,
+  parseBatch,
+  parseEvent,
+  parseQueueMessage,
+  parseTimestamp,
+} from 'event-contract'
 
 const valid = { user_id: 123, event_type: 'page_view', timestamp: '2026-02-20T10:00:00Z' }
 
@@ -205,7 +212,29 @@ describe('parseQueueMessage', () => {
   }
 
   it('accepts what the producer publishes', () => {
-    expect(parseQueueMessage(Buffer.from(JSON.stringify(message)))).toEqual({ ok: true, value: message })
+    expect(parseQueueMessage(Buffer.from(JSON.stringify(message)))).toEqual({
+      ok: true,
+      value: { events: [message], invalid: [] },
+    })
+  })
+
+  it('takes a batch message apart: the valid events, and each invalid one with why', () => {
+    const second = { ...message, event_id: '0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11' }
+    const broken = { ...message, user_id: 'x' }
+    const content = Buffer.from(JSON.stringify({ events: [message, broken, second] }))
+    const result = parseQueueMessage(content, BATCH_MESSAGE_TYPE)
+    expect(result).toEqual({
+      ok: true,
+      value: {
+        events: [message, second],
+        invalid: [{ event: broken, errors: [{ loc: ['body', 'user_id'], msg: expect.any(String), type: 'int_type' }] }],
+      },
+    })
+  })
+
+  it('rejects a batch message without events as a whole', () => {
+    const result = parseQueueMessage(Buffer.from('{"events":[]}'), BATCH_MESSAGE_TYPE)
+    expect(result.ok).toBe(false)
   })
 
   it('rejects bytes that are not JSON, with the reason', () => {
@@ -220,6 +249,74 @@ describe('parseQueueMessage', () => {
     expect(!result.ok && result.errors.map((e) => e.loc)).toEqual([
       ['body', 'event_id'],
       ['body', 'received_at'],
+    ])
+  })
+})
+
+describe('parseBatch', () => {
+  const limits = { maxEvents: 3, maxEventBytes: 300 }
+  const event = { user_id: 1, event_type: 'login', timestamp: '2026-02-20T10:00:00Z' }
+
+  it('normalizes every event, in order', () => {
+    const result = parseBatch({ batch: [event, { ...event, user_id: 2 }] }, limits)
+    expect(result.ok && result.value.map((e) => e.user_id)).toEqual([1, 2])
+  })
+
+  it('reports every problem of every event, at its index, and accepts nothing', () => {
+    const result = parseBatch({ batch: [event, { ...event, user_id: 0 }, { event_type: 'x' }] }, limits)
+    expect(result).toEqual({
+      ok: false,
+      errors: [
+        {
+          loc: ['body', 'batch', 1, 'user_id'],
+          msg: 'Input should be greater than or equal to 1',
+          type: 'greater_than_equal',
+        },
+        { loc: ['body', 'batch', 2, 'user_id'], msg: 'Field required', type: 'missing' },
+        { loc: ['body', 'batch', 2, 'timestamp'], msg: 'Field required', type: 'missing' },
+      ],
+    })
+  })
+
+  it.each([
+    [undefined, ['body'], 'missing'],
+    [{}, ['body', 'batch'], 'missing'],
+    [{ batch: {} }, ['body', 'batch'], 'list_type'],
+    [{ batch: [] }, ['body', 'batch'], 'too_short'],
+    [[event], ['body'], 'model_attributes_type'],
+  ])('refuses %j as a batch', (body, loc, type) => {
+    expect(parseBatch(body, limits)).toEqual({ ok: false, errors: [{ loc, msg: expect.any(String), type }] })
+  })
+
+  it('takes up to the limit of events, and refuses one more', () => {
+    expect(parseBatch({ batch: [event, event, event] }, limits).ok).toBe(true)
+    expect(parseBatch({ batch: [event, event, event, event] }, limits)).toEqual({
+      ok: false,
+      errors: [{ loc: ['body', 'batch'], msg: 'List should have at most 3 items', type: 'too_long' }],
+    })
+  })
+
+  it('refuses an event larger than the single-event limit', () => {
+    const big = { ...event, metadata: { text: 'x'.repeat(300) } }
+    const result = parseBatch({ batch: [event, big] }, limits)
+    expect(!result.ok && result.errors).toEqual([
+      { loc: ['body', 'batch', 1], msg: expect.stringContaining('at most 300'), type: 'value_error' },
+    ])
+  })
+
+  it('refuses the same event_id twice, in any case', () => {
+    const id = '0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11'
+    const result = parseBatch(
+      {
+        batch: [
+          { ...event, event_id: id },
+          { ...event, event_id: id.toUpperCase() },
+        ],
+      },
+      limits,
+    )
+    expect(!result.ok && result.errors).toEqual([
+      { loc: ['body', 'batch', 1, 'event_id'], msg: expect.stringContaining('index 0'), type: 'value_error' },
     ])
   })
 })
