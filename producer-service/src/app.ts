@@ -7,38 +7,42 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from 'fastify'
-import secureJson from 'secure-json-parse'
+import compress from '@fastify/compress'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import secureJson from 'secure-json-parse'
 import Type from 'typebox'
-import { parseEvent, type QueueMessage, type ValidationDetail } from 'event-contract'
-import { trackResponses, TrackBody } from './docs.js'
+import type { QueueMessage } from 'event-contract'
 import { PublishError } from './errors.js'
+import { EventValidationError, eventRoutes, INVALID_EVENT_MESSAGE, UNSUPPORTED_CHARSET } from './events.js'
 import type { EventPublisher } from './publisher.js'
 
-export const INVALID_EVENT_MESSAGE = 'Invalid UserActivityEvent payload'
+export { INVALID_EVENT_MESSAGE }
 export const QUEUE_FAILED_MESSAGE = 'Failed to queue event'
 /** Seconds a client is told to wait after a 503. */
 export const RETRY_AFTER_SECONDS = 1
-const UNSUPPORTED_CHARSET = 'ERR_UNSUPPORTED_CHARSET'
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 export interface AppOptions {
   publisher: EventPublisher
   logger: FastifyBaseLogger
+  /** Largest /track body, decompressed; also the most one event of a batch may take. */
   bodyLimit?: number
+  batchMaxEvents?: number
+  /** Largest /batch body, decompressed. */
+  batchBodyLimit?: number
 }
 
-class EventValidationError extends Error {
-  readonly statusCode = 400
-  constructor(readonly details: ValidationDetail[]) {
-    super(INVALID_EVENT_MESSAGE)
-  }
-}
-
-/** Why an event was not queued (a PublishError's code and cause), for the request's log line. */
+/** Why events were not queued (a PublishError's code and cause), for the request's log line. */
 const failures = new WeakMap<FastifyRequest, { error: string; cause?: string }>()
+
+/** The event_id (or, for a batch, the event_ids) a request's validated body carries. */
+function eventIdsOf(request: FastifyRequest): { event_id?: string } | { event_ids: string[] } {
+  const body = request.body as QueueMessage | QueueMessage[] | undefined
+  if (Array.isArray(body)) return { event_ids: body.map((message) => message.event_id) }
+  return typeof body?.event_id === 'string' ? { event_id: body.event_id } : {}
+}
 
 /**
  * One log line per request, when it completes, instead of Fastify's two: with the event_id, so
@@ -49,13 +53,18 @@ class OneLinePerRequest extends LogController {
   override incomingRequest(): void {}
   override routeNotFound(): void {}
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    const eventId = (request.body as { event_id?: unknown } | undefined)?.event_id
+    const body = request.body as { event_id?: unknown } | unknown[] | undefined
+    const about = Array.isArray(body)
+      ? { events: body.length }
+      : typeof body?.event_id === 'string'
+        ? { eventId: body.event_id }
+        : {}
     const line = {
       method: request.method,
       url: request.url,
       statusCode: reply.statusCode,
       ms: reply.elapsedTime,
-      ...(typeof eventId === 'string' ? { eventId } : {}),
+      ...about,
       ...failures.get(request),
     }
     if (reply.statusCode >= 500) reply.log.warn(line, 'request')
@@ -68,12 +77,18 @@ const HealthSchema = Type.Object({
   checks: Type.Object({ rabbitmq: Type.String() }),
 })
 
-export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOptions) {
+export async function buildApp({
+  publisher,
+  logger,
+  bodyLimit = 65536,
+  batchMaxEvents = 1000,
+  batchBodyLimit = 1024 * 1024,
+}: AppOptions) {
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit,
     logController: new OneLinePerRequest(),
-    // Requests that arrive while closing get the documented 503 from the route instead.
+    // Requests that arrive while closing get the documented 503 from the routes instead.
     return503OnClosing: false,
   }).withTypeProvider<TypeBoxTypeProvider>()
 
@@ -107,6 +122,14 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
       )
     }
   })
+  // Compressed request bodies; the body limits apply to what they inflate to, counted as it
+  // streams, so a small body that inflates past them (a zip bomb) is cut off there: a 413.
+  // Answers are small and stay uncompressed.
+  await app.register(compress, {
+    globalCompression: false,
+    globalDecompression: true,
+    requestEncodings: ['gzip', 'deflate', 'br'],
+  })
 
   await app.register(swagger, {
     openapi: {
@@ -124,35 +147,40 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
       return reply.code(400).send({ detail: err.details, message: INVALID_EVENT_MESSAGE })
     }
     if (err instanceof PublishError) {
-      // The validated body: its event_id lets the client retry without a duplicate.
-      const eventId = (request.body as QueueMessage | undefined)?.event_id
       const cause = err.cause instanceof Error ? { cause: err.cause.message } : {}
       failures.set(request, { error: err.code, ...cause })
       if (err.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
-      return reply.code(err.statusCode).send({ detail: err.detail, message: QUEUE_FAILED_MESSAGE, event_id: eventId })
+      // The event_id(s) of the validated body: retrying with them stores each event once.
+      const ids = eventIdsOf(request)
+      const message = 'event_ids' in ids ? 'Failed to queue events' : QUEUE_FAILED_MESSAGE
+      return reply.code(err.statusCode).send({ detail: err.detail, message, ...ids })
     }
+    const bodyError = (msg: string, type: string) =>
+      reply.code(400).send({ detail: [{ loc: ['body'], msg, type }], message: INVALID_EVENT_MESSAGE })
+    const unsupported = (detail: string) => reply.code(415).send({ detail, message: 'Unsupported media type' })
     switch ('code' in err ? err.code : undefined) {
       case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-        return reply
-          .code(400)
-          .send({ detail: [{ loc: ['body'], msg: 'Field required', type: 'missing' }], message: INVALID_EVENT_MESSAGE })
+        return bodyError('Field required', 'missing')
       case 'FST_ERR_CTP_INVALID_JSON_BODY':
-        return reply.code(400).send({
-          detail: [{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }],
-          message: INVALID_EVENT_MESSAGE,
-        })
+        return bodyError('JSON decode error', 'json_invalid')
+      case 'FST_CP_ERR_INVALID_CONTENT':
+        return bodyError(
+          `Could not decompress the body as ${String(request.headers['content-encoding'])}`,
+          'value_error',
+        )
       case 'FST_ERR_CTP_BODY_TOO_LARGE':
-        return reply
-          .code(413)
-          .send({ detail: `Request body is larger than ${bodyLimit} bytes`, message: 'Payload too large' })
+        return reply.code(413).send({
+          detail: `Request body is larger than ${request.routeOptions.bodyLimit ?? bodyLimit} bytes`,
+          message: 'Payload too large',
+        })
       case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-        return reply
-          .code(415)
-          .send({ detail: 'Content-Type must be application/json', message: 'Unsupported media type' })
+        return unsupported('Content-Type must be application/json')
       case UNSUPPORTED_CHARSET:
-        return reply
-          .code(415)
-          .send({ detail: 'The body must be UTF-8 encoded JSON', message: 'Unsupported media type' })
+        return unsupported('The body must be UTF-8 encoded JSON')
+      case 'FST_CP_ERR_INVALID_CONTENT_ENCODING':
+        return unsupported(
+          `Content-Encoding ${String(request.headers['content-encoding'])} is not supported: use gzip, deflate or br`,
+        )
     }
     const statusCode = 'statusCode' in err && typeof err.statusCode === 'number' ? err.statusCode : 500
     if (statusCode >= 400 && statusCode < 500) {
@@ -170,37 +198,11 @@ export async function buildApp({ publisher, logger, bodyLimit = 65536 }: AppOpti
     return reply.code(405).header('allow', allowed.join(', ')).send({ detail: 'Method Not Allowed' })
   })
 
-  app.post(
-    '/api/v1/events/track',
-    {
-      schema: {
-        summary: 'Track a user activity event',
-        description: 'Answers 202 only once RabbitMQ has confirmed the event. Unknown fields are ignored.',
-        body: TrackBody,
-        response: trackResponses,
-      },
-      // The contract's validator both checks and normalizes; Fastify hands its value to the handler.
-      validatorCompiler: () => (body: unknown) => {
-        const result = parseEvent(body)
-        return result.ok ? { value: result.value } : { error: new EventValidationError(result.errors) }
-      },
-      // JSON is UTF-8 (RFC 8259): a body declared in another charset would be decoded wrongly.
-      onRequest: async (request) => {
-        const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(request.headers['content-type'] ?? '')?.[1]
-        if (charset && !/^utf-?8$/i.test(charset)) {
-          throw Object.assign(new Error(`charset ${charset} is not supported`), { code: UNSUPPORTED_CHARSET })
-        }
-      },
-    },
-    async (request, reply) => {
-      const message = request.body as unknown as QueueMessage
-      if (closing) throw new PublishError('SHUTTING_DOWN')
-      await publisher.publish(message)
-      return reply
-        .code(202)
-        .send({ status: 'accepted', message: 'Event queued for processing', event_id: message.event_id })
-    },
-  )
+  eventRoutes(app, {
+    publisher,
+    batch: { maxEvents: batchMaxEvents, maxEventBytes: bodyLimit, bodyLimit: batchBodyLimit },
+    closing: () => closing,
+  })
 
   app.get(
     '/health',

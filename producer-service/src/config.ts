@@ -5,8 +5,12 @@ export const ConfigSchema = Type.Object({
   ...BrokerConfigSchema.properties,
   HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
   PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 8000 }),
-  /** Largest accepted request body, in bytes. */
+  /** Largest accepted request body of /track, decompressed, in bytes; also the most one event of a batch may take. */
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 16 * 1024 * 1024, default: 65536 }),
+  /** Most events in one /batch request. */
+  BATCH_MAX_EVENTS: Type.Integer({ minimum: 1, maximum: 10_000, default: 1000 }),
+  /** Largest /batch request body, decompressed, in bytes (one broker message carries it). */
+  BATCH_BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
   /**
    * A publish not confirmed by the broker within this time answers 500. At most 8 s, so that
    * requests in flight at SIGTERM are answered within the 10 s shutdown grace.

@@ -8,7 +8,13 @@ import { AmqpPublisher } from './publisher.js'
 const config = configOrExit(readConfig)
 const logger = createLogger('producer-service', config.LOG_LEVEL)
 const publisher = new AmqpPublisher({ config, logger })
-const app = await buildApp({ publisher, logger, bodyLimit: config.BODY_LIMIT_BYTES })
+const app = await buildApp({
+  publisher,
+  logger,
+  bodyLimit: config.BODY_LIMIT_BYTES,
+  batchMaxEvents: config.BATCH_MAX_EVENTS,
+  batchBodyLimit: config.BATCH_BODY_LIMIT_BYTES,
+})
 
 closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
   if (err) logger.error({ err }, 'shutting down after an error')

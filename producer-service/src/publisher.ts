@@ -4,9 +4,11 @@ import type { ConfirmChannel } from 'amqplib'
 import type { Logger } from 'pino'
 import {
   assertTopology,
+  BATCH_MESSAGE_TYPE,
   connectBroker,
   messageProperties,
   topologyFor,
+  uuidv7,
   type BrokerConfig,
   type BrokerConnection,
   type QueueMessage,
@@ -18,6 +20,11 @@ import { PublishError } from './errors.js'
 export interface EventPublisher {
   /** Resolves once the broker has confirmed the message; rejects with a PublishError. */
   publish(message: QueueMessage): Promise<void>
+  /**
+   * Publishes the events of one batch in one message, counted against the in-flight limit by
+   * their number; resolves once the broker has confirmed it.
+   */
+  publishBatch(messages: QueueMessage[]): Promise<void>
   /** The `checks.rabbitmq` value of `/health`: `up` or why not. */
   health(): PublisherHealth
 }
@@ -120,18 +127,29 @@ export class AmqpPublisher implements EventPublisher {
   }
 
   publish(message: QueueMessage): Promise<void> {
+    return this.#send(Buffer.from(JSON.stringify(message)), messageProperties(message.event_id), 1)
+  }
+
+  publishBatch(messages: QueueMessage[]): Promise<void> {
+    const body = Buffer.from(JSON.stringify({ events: messages }))
+    return this.#send(body, messageProperties(uuidv7(), BATCH_MESSAGE_TYPE), messages.length)
+  }
+
+  /** Publishes one message worth `weight` in-flight slots; resolves on the broker's confirm. */
+  #send(body: Buffer, properties: ReturnType<typeof messageProperties>, weight: number): Promise<void> {
     const channel = this.#channel
     if (!channel) return Promise.reject(new PublishError('BROKER_UNAVAILABLE'))
     if (this.#blocked) return Promise.reject(new PublishError('BROKER_BLOCKED'))
     if (!this.#writable) return Promise.reject(new PublishError('BROKER_BACKPRESSURE'))
-    if (this.#inFlight >= this.#config.PUBLISH_MAX_IN_FLIGHT) return Promise.reject(new PublishError('OVERLOADED'))
+    if (this.#inFlight + weight > this.#config.PUBLISH_MAX_IN_FLIGHT) {
+      return Promise.reject(new PublishError('OVERLOADED'))
+    }
 
-    const eventId = message.event_id
-    const body = Buffer.from(JSON.stringify(message))
-    // The slot is freed when the broker answers or the channel dies (amqplib then calls back
+    const { messageId } = properties
+    // The slots are freed when the broker answers or the channel dies (amqplib then calls back
     // with an error), never at the timeout: until then the message may sit in amqplib's
     // buffers, and the cap on slots is what bounds them.
-    this.#inFlight++
+    this.#inFlight += weight
     return new Promise<void>((resolve, reject) => {
       let answered = false
       const answer = (err?: PublishError) => {
@@ -143,9 +161,9 @@ export class AmqpPublisher implements EventPublisher {
       }
       const timer = setTimeout(() => answer(new PublishError('CONFIRM_TIMEOUT')), this.#config.PUBLISH_TIMEOUT_MS)
       const confirmed = (err: Error | null) => {
-        this.#inFlight--
+        this.#inFlight -= weight
         // A returned message is confirmed too, after its return: it reached no queue.
-        if (this.#returned.delete(eventId)) answer(new PublishError('BROKER_UNROUTABLE'))
+        if (this.#returned.delete(messageId)) answer(new PublishError('BROKER_UNROUTABLE'))
         else if (!err) answer()
         else {
           const code = err.message === 'message nacked' ? 'BROKER_NACK' : 'BROKER_UNAVAILABLE'
@@ -153,10 +171,10 @@ export class AmqpPublisher implements EventPublisher {
         }
       }
       try {
-        const writable = channel.publish('', this.#topology.queue, body, messageProperties(eventId), confirmed)
+        const writable = channel.publish('', this.#topology.queue, body, properties, confirmed)
         if (!writable && this.#channel === channel) this.#writable = false
       } catch (err) {
-        this.#inFlight--
+        this.#inFlight -= weight
         answer(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
       }
       this.#coalesceWrites()

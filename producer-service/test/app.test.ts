@@ -1,32 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { pino } from 'pino'
-import type { QueueMessage } from 'event-contract'
 import { buildApp } from '../src/app.js'
-import { PublishError, type PublishErrorCode } from '../src/errors.js'
-import type { EventPublisher, PublisherHealth } from '../src/publisher.js'
-
-/** Records what would have been published; can be told to fail like the broker does. */
-class FakePublisher implements EventPublisher {
-  published: QueueMessage[] = []
-  failWith: PublishErrorCode | undefined
-  state: PublisherHealth = 'up'
-
-  async publish(message: QueueMessage): Promise<void> {
-    if (this.failWith) throw new PublishError(this.failWith)
-    this.published.push(message)
-  }
-
-  health() {
-    return this.state
-  }
-}
-
-const seed = {
-  user_id: 123,
-  event_type: 'page_view',
-  timestamp: '2026-02-20T10:00:00Z',
-  metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
-}
+import { FakePublisher, seed } from './fake-publisher.js'
 
 let publisher: FakePublisher
 let app: Awaited<ReturnType<typeof buildApp>>

@@ -96,6 +96,33 @@ describe('with the broker up', () => {
     expect(await channel.get(stack.queue)).toBe(false)
   })
 
+  it("a 202'd batch of 1,000 puts each of its events on the queue exactly once", async () => {
+    stack = await startStack()
+    const batch = Array.from({ length: 1000 }, (_, i) => ({ ...seed, user_id: i + 1 }))
+    const res = await stack.app.inject({ method: 'POST', url: '/api/v1/events/batch', payload: { batch } })
+    expect(res.statusCode).toBe(202)
+    const { event_ids: eventIds } = res.json() as { event_ids: string[] }
+
+    const onQueue: string[] = []
+    for (;;) {
+      const message = await channel.get(stack.queue, { noAck: true })
+      if (!message) break
+      expect(message.properties).toMatchObject({ deliveryMode: 2, type: 'user_activity_batch.v1' })
+      const { events } = JSON.parse(message.content.toString()) as { events: { event_id: string }[] }
+      onQueue.push(...events.map((e) => e.event_id))
+    }
+    expect(onQueue).toEqual(eventIds)
+    expect(new Set(onQueue).size).toBe(1000)
+  })
+
+  it('counts a batch by its events against the in-flight limit', async () => {
+    stack = await startStack(broker, { PUBLISH_MAX_IN_FLIGHT: '10' })
+    const batch = (n: number) => ({ batch: Array.from({ length: n }, () => seed) })
+    const post = (n: number) => stack.app.inject({ method: 'POST', url: '/api/v1/events/batch', payload: batch(n) })
+    expect((await post(11)).statusCode).toBe(503)
+    expect((await post(10)).statusCode).toBe(202)
+  })
+
   it("reaches amqplib's socket, so that the publishes of one event-loop turn share a write", async () => {
     const confirm = await admin.createConfirmChannel()
     expect(typeof socketOf(confirm)?.cork).toBe('function')

@@ -1,0 +1,93 @@
+// The ingestion routes: one event (/track) or many (/batch), each answered 202 only once RabbitMQ
+// has confirmed what it was given.
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { parseBatch, parseEvent, type BatchLimits, type QueueMessage, type ValidationDetail } from 'event-contract'
+import { batchResponses, BatchBody, trackResponses, TrackBody } from './docs.js'
+import { PublishError } from './errors.js'
+import type { EventPublisher } from './publisher.js'
+
+export const INVALID_EVENT_MESSAGE = 'Invalid UserActivityEvent payload'
+export const UNSUPPORTED_CHARSET = 'ERR_UNSUPPORTED_CHARSET'
+
+/** A body that is not a valid event or batch: 400 with FastAPI's `detail` entries. */
+export class EventValidationError extends Error {
+  readonly statusCode = 400
+  constructor(readonly details: ValidationDetail[]) {
+    super(INVALID_EVENT_MESSAGE)
+  }
+}
+
+export interface EventRoutesOptions {
+  publisher: EventPublisher
+  batch: BatchLimits & { bodyLimit: number }
+  /** True once the service is closing: new events get the documented 503. */
+  closing: () => boolean
+}
+
+/** JSON is UTF-8 (RFC 8259): a body declared in another charset would be decoded wrongly. */
+async function utf8Only(request: FastifyRequest): Promise<void> {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(request.headers['content-type'] ?? '')?.[1]
+  if (charset && !/^utf-?8$/i.test(charset)) {
+    throw Object.assign(new Error(`charset ${charset} is not supported`), { code: UNSUPPORTED_CHARSET })
+  }
+}
+
+/** Fastify validates with the contract's parser, which also normalizes: handlers get its value. */
+function validatorOf<T>(parse: (body: unknown) => { ok: true; value: T } | { ok: false; errors: ValidationDetail[] }) {
+  return () => (body: unknown) => {
+    const result = parse(body)
+    return result.ok ? { value: result.value } : { error: new EventValidationError(result.errors) }
+  }
+}
+
+export function eventRoutes(app: FastifyInstance, { publisher, batch, closing }: EventRoutesOptions): void {
+  app.post(
+    '/api/v1/events/track',
+    {
+      schema: {
+        summary: 'Track a user activity event',
+        description: 'Answers 202 only once RabbitMQ has confirmed the event. Unknown fields are ignored.',
+        body: TrackBody,
+        response: trackResponses,
+      },
+      validatorCompiler: validatorOf((body) => parseEvent(body)),
+      onRequest: utf8Only,
+    },
+    async (request, reply) => {
+      const message = request.body as QueueMessage
+      if (closing()) throw new PublishError('SHUTTING_DOWN')
+      await publisher.publish(message)
+      return reply
+        .code(202)
+        .send({ status: 'accepted', message: 'Event queued for processing', event_id: message.event_id })
+    },
+  )
+
+  app.post(
+    '/api/v1/events/batch',
+    {
+      bodyLimit: batch.bodyLimit,
+      schema: {
+        summary: 'Track many events in one request',
+        description:
+          'All or nothing: any invalid event makes it a 400 and nothing is queued. Answers 202 only once ' +
+          'RabbitMQ has confirmed every event; on a 500 or 503, resend the same batch with the event_ids given.',
+        body: BatchBody(batch.maxEvents),
+        response: batchResponses,
+      },
+      validatorCompiler: validatorOf((body) => parseBatch(body, batch)),
+      onRequest: utf8Only,
+    },
+    async (request, reply) => {
+      const messages = request.body as QueueMessage[]
+      if (closing()) throw new PublishError('SHUTTING_DOWN')
+      await publisher.publishBatch(messages)
+      return reply.code(202).send({
+        status: 'accepted',
+        message: 'Events queued for processing',
+        count: messages.length,
+        event_ids: messages.map((message) => message.event_id),
+      })
+    },
+  )
+}
