@@ -9,6 +9,8 @@ export interface BatcherOptions<T> {
   /** Upper bound of a batch's summed `sizeOf`; one item alone may exceed it. */
   maxBytes?: number
   sizeOf?: (item: T) => number
+  /** What an item counts for against `maxSize` (default 1); one item alone may exceed it. */
+  weightOf?: (item: T) => number
   /** Must not throw: a batch is the handler's to settle. */
   handle: (batch: T[]) => Promise<void>
 }
@@ -18,11 +20,18 @@ export class Batcher<T> {
   readonly #running = new Set<Promise<void>>()
   #items: T[] = []
   #bytes = 0
+  #weight = 0
   #oldestAt = 0
   #timer: NodeJS.Timeout | undefined
 
   constructor(options: BatcherOptions<T>) {
-    this.#options = { concurrency: 1, maxBytes: Number.POSITIVE_INFINITY, sizeOf: () => 0, ...options }
+    this.#options = {
+      concurrency: 1,
+      maxBytes: Number.POSITIVE_INFINITY,
+      sizeOf: () => 0,
+      weightOf: () => 1,
+      ...options,
+    }
   }
 
   get pending(): number {
@@ -33,6 +42,7 @@ export class Batcher<T> {
     if (this.#items.length === 0) this.#oldestAt = Date.now()
     this.#items.push(item)
     this.#bytes += this.#options.sizeOf(item)
+    this.#weight += this.#options.weightOf(item)
     this.#pump(false)
   }
 
@@ -43,6 +53,7 @@ export class Batcher<T> {
     const dropped = this.#items
     this.#items = []
     this.#bytes = 0
+    this.#weight = 0
     return dropped
   }
 
@@ -60,7 +71,7 @@ export class Batcher<T> {
     const { concurrency, maxWaitMs, maxSize, maxBytes } = this.#options
     while (this.#running.size < concurrency && this.#items.length > 0) {
       const due = force || Date.now() - this.#oldestAt >= maxWaitMs
-      if (!due && this.#items.length < maxSize && this.#bytes < maxBytes) break
+      if (!due && this.#weight < maxSize && this.#bytes < maxBytes) break
       const run: Promise<void> = this.#options.handle(this.#take()).finally(() => {
         this.#running.delete(run)
         this.#pump(false)
@@ -74,16 +85,21 @@ export class Batcher<T> {
   }
 
   #take(): T[] {
-    const { maxSize, maxBytes, sizeOf } = this.#options
+    const { maxSize, maxBytes, sizeOf, weightOf } = this.#options
     let count = 0
     let bytes = 0
-    while (count < this.#items.length && count < maxSize) {
-      const size = sizeOf(this.#items[count] as T)
-      if (count > 0 && bytes + size > maxBytes) break
+    let weight = 0
+    while (count < this.#items.length) {
+      const item = this.#items[count] as T
+      const size = sizeOf(item)
+      const itemWeight = weightOf(item)
+      if (count > 0 && (bytes + size > maxBytes || weight + itemWeight > maxSize)) break
       bytes += size
+      weight += itemWeight
       count++
     }
     this.#bytes -= bytes
+    this.#weight -= weight
     // What stays has waited since #oldestAt at least: it goes out as soon as there is room.
     return this.#items.splice(0, count)
   }

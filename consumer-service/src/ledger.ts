@@ -2,8 +2,9 @@
 // ack with `allUpTo` settles every unsettled delivery at or below its tag. So the ledger sends
 // one only for a run of stored deliveries at its front: nothing below that run is unsettled,
 // and no ack can cover a delivery that is held. A stored delivery behind a held one waits for
-// it (or is acked alone by `ackStored`); a dead letter is a nack of that delivery alone.
-import type { Channel, ConsumeMessage } from 'amqplib'
+// it (or is acked alone by `ackStored`). "Stored" means done with: its events are in the table
+// and what could not be stored is confirmed on the dead-letter queue.
+import type { ConfirmChannel, ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
 
 interface Entry {
@@ -13,13 +14,13 @@ interface Entry {
 }
 
 export class Ledger {
-  readonly channel: Channel
+  readonly channel: ConfirmChannel
   /** Unsettled deliveries by tag, in tag order (they arrive in order): held, or stored. */
   readonly #open = new Map<number, Entry>()
   readonly #lost = new AbortController()
   readonly #log: Logger
 
-  constructor(channel: Channel, logger: Logger) {
+  constructor(channel: ConfirmChannel, logger: Logger) {
     this.channel = channel
     this.#log = logger
   }
@@ -57,15 +58,6 @@ export class Ledger {
       last = entry.msg
     }
     if (last) this.#send(() => this.channel.ack(last, true))
-  }
-
-  /** Dead-letters one delivery: requeue=false sends it to the dead-letter exchange. */
-  reject(msg: ConsumeMessage): void {
-    if (this.lost) return
-    this.#open.delete(msg.fields.deliveryTag)
-    this.#send(() => this.channel.nack(msg, false, false))
-    // It may have been what held a run of stored deliveries back.
-    this.stored([])
   }
 
   /** Acks, one by one, the stored deliveries still waiting behind held ones (before a stop). */

@@ -1,6 +1,6 @@
 // Consumes events from RabbitMQ in batches and stores them: ack after commit, dead-letter what
 // can never be stored, hold and retry what cannot be stored yet.
-import type { Channel, ConsumeMessage } from 'amqplib'
+import type { ConfirmChannel, ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
 import {
   connectBroker,
@@ -12,8 +12,9 @@ import {
   type Topology,
 } from 'event-contract'
 import { Batcher } from './batcher.js'
+import { publishDeadLetter, type DeadLetter } from './dead-letter.js'
 import { Ledger } from './ledger.js'
-import { toRow, TransientStoreError, type Store } from './store.js'
+import { RowTooLargeError, toRow, TransientStoreError, type Store } from './store.js'
 
 /** Upper bound of a batch's bytes; the store splits further if the server's packet limit is lower. */
 const MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -39,14 +40,21 @@ export interface WorkerHealth {
   progress: 'ok' | 'stalled'
 }
 
-/** A delivery and the ledger of the channel it came on: a batch never spans two channels. */
+/**
+ * A delivery, parsed, and the ledger of the channel it came on (a batch never spans two
+ * channels): its events to store, and its letters, what of it can never be stored. It is
+ * settled once every event is stored and every letter confirmed on the dead-letter queue.
+ */
 interface Delivery {
   ledger: Ledger
   msg: ConsumeMessage
+  events: QueueMessage[]
+  letters: DeadLetter[]
 }
 
-interface Valid {
-  msg: ConsumeMessage
+/** One event to store, and the delivery it came in. */
+interface Item {
+  delivery: Delivery
   message: QueueMessage
 }
 
@@ -127,6 +135,8 @@ export class Worker {
       maxBytes: MAX_BATCH_BYTES,
       concurrency: BATCH_CONCURRENCY,
       sizeOf: (delivery) => delivery.msg.content.length,
+      // Rows, not messages: a batch message carries many events.
+      weightOf: (delivery) => Math.max(1, delivery.events.length),
       handle: (batch) => this.#handle(batch),
     })
   }
@@ -141,7 +151,8 @@ export class Worker {
       config: this.#config,
       logger: this.#log,
       name: 'consumer-service',
-      openChannel: (model) => model.createChannel(),
+      // A confirm channel: dead letters are published on it, and confirmed before the ack.
+      openChannel: (model) => model.createConfirmChannel(),
       ready: (channel) => this.#ready(channel),
       lost: (channel) => {
         if (this.#ledger?.channel === channel) this.#lostChannel()
@@ -161,7 +172,7 @@ export class Worker {
     return { rabbitmq: ledger ? 'up' : 'down', progress: stalled ? 'stalled' : 'ok' }
   }
 
-  async #ready(channel: Channel): Promise<void> {
+  async #ready(channel: ConfirmChannel): Promise<void> {
     await channel.prefetch(this.#config.CONSUMER_PREFETCH)
     const ledger = new Ledger(channel, this.#log)
     this.#ledger = ledger
@@ -217,7 +228,21 @@ export class Worker {
       return
     }
     ledger.hold(msg)
-    this.#batcher.push({ ledger, msg })
+    const parsed = parseQueueMessage(msg.content, msg.properties.type)
+    this.#batcher.push(
+      parsed.ok
+        ? {
+            ledger,
+            msg,
+            events: parsed.value.events,
+            letters: parsed.value.invalid.map(({ event, errors }) => ({
+              kind: 'validation',
+              error: JSON.stringify(errors),
+              event,
+            })),
+          }
+        : { ledger, msg, events: [], letters: [{ kind: 'validation', error: JSON.stringify(parsed.errors) }] },
+    )
   }
 
   /** Forgets the channel; its unsettled deliveries come back from the broker. */
@@ -232,28 +257,29 @@ export class Worker {
     const ledger = batch[0]?.ledger
     if (!ledger || ledger.lost) return
 
-    const valid: Valid[] = []
-    for (const { msg } of batch) {
-      const result = parseQueueMessage(msg.content)
-      if (result.ok) valid.push({ msg, message: result.value })
-      else this.#deadLetter(ledger, msg, 'invalid message', { errors: result.errors })
+    const items: Item[] = batch.flatMap((delivery) => delivery.events.map((message) => ({ delivery, message })))
+    if (items.length > 0) {
+      const outcome = await this.#storeWithRetry(items, ledger)
+      if (!outcome) return // given up, or the channel died: left unsettled, the broker redelivers
+      for (const { item, err } of outcome.rejected) {
+        const kind = err instanceof RowTooLargeError ? 'too-large' : 'database-rejected'
+        item.delivery.letters.push({ kind, error: failure(err).error, event: item.message })
+      }
+      this.#tally.batches++
+      this.#tally.stored += outcome.inserted
+      this.#tally.duplicates += outcome.stored.length - outcome.inserted
+      this.#tally.lagMs = Date.now() - Date.parse((items[0] as Item).message.received_at)
+      this.#log.debug({ stored: outcome.stored.length, inserted: outcome.inserted }, 'batch stored')
     }
-    if (valid.length === 0) return
-
-    const outcome = await this.#storeWithRetry(valid, ledger)
-    if (!outcome) return // given up, or the channel died: left unsettled, the broker redelivers
-    for (const { item, err } of outcome.rejected) {
-      this.#deadLetter(ledger, item.msg, 'rejected by the database', {
-        ...failure(err),
-        eventId: item.message.event_id,
-      })
-    }
-    ledger.stored(outcome.stored.map((item) => item.msg))
-    this.#tally.batches++
-    this.#tally.stored += outcome.inserted
-    this.#tally.duplicates += outcome.stored.length - outcome.inserted
-    this.#tally.lagMs = Date.now() - Date.parse((valid[0] as Valid).message.received_at)
-    this.#log.debug({ stored: outcome.stored.length, inserted: outcome.inserted }, 'batch stored')
+    const unsettled = new Set<Delivery>()
+    await Promise.all(
+      batch
+        .filter((delivery) => delivery.letters.length > 0)
+        .map(async (delivery) => {
+          if (!(await this.#deadLetter(delivery))) unsettled.add(delivery)
+        }),
+    )
+    ledger.stored(batch.filter((delivery) => !unsettled.has(delivery)).map((delivery) => delivery.msg))
   }
 
   /** One info line per interval with something to say, readable at any rate. */
@@ -265,10 +291,10 @@ export class Worker {
   }
 
   /** Inserts until it works, backing off; undefined when given up or the channel is gone. */
-  async #storeWithRetry(valid: Valid[], ledger: Ledger) {
+  async #storeWithRetry(items: Item[], ledger: Ledger) {
     for (let attempt = 0; ; attempt++) {
       try {
-        const outcome = await this.#store.insert(valid, (item) => toRow(item.message))
+        const outcome = await this.#store.insert(items, (item) => toRow(item.message))
         if (attempt > 0) this.#log.info({ attempt }, 'the database is available again')
         this.#databaseReady = true
         return outcome
@@ -276,7 +302,7 @@ export class Worker {
         this.#databaseReady = false
         const delay = backoffDelay(attempt, this.#config.CONSUMER_RETRY_MAX_MS)
         this.#log.warn(
-          { ...failure(err), attempt, delay, held: valid.length },
+          { ...failure(err), attempt, delay, held: items.length },
           'could not store the batch; holding it and retrying',
         )
         if (!(await sleep(delay, ledger.signal, this.#gaveUp.signal))) return undefined
@@ -284,11 +310,24 @@ export class Worker {
     }
   }
 
-  #deadLetter(ledger: Ledger, msg: ConsumeMessage, reason: string, details: Record<string, unknown>): void {
+  /** Publishes a delivery's letters, confirmed; false if that failed (it stays unsettled). */
+  async #deadLetter({ ledger, msg, letters }: Delivery): Promise<boolean> {
     const { messageId, type } = msg.properties
-    this.#log.error({ ...details, messageId, type }, `dead-lettering a message: ${reason}`)
-    this.#tally.deadLettered++
-    ledger.reject(msg)
+    for (const letter of letters) {
+      const eventId = (letter.event as { event_id?: unknown } | undefined)?.event_id
+      this.#log.error(
+        { kind: letter.kind, error: letter.error, messageId, type, ...(eventId ? { eventId } : {}) },
+        'dead-lettering',
+      )
+    }
+    try {
+      await Promise.all(letters.map((letter) => publishDeadLetter(ledger.channel, this.#topology, letter, msg)))
+      this.#tally.deadLettered += letters.length
+      return true
+    } catch (err) {
+      this.#log.warn({ error: (err as Error).message, messageId }, 'could not dead-letter; the broker will redeliver')
+      return false
+    }
   }
 
   /**

@@ -31,6 +31,17 @@ describe('Batcher', () => {
     expect(r.batches).toEqual([[1, 2, 3]])
   })
 
+  it('counts items by their weight against maxSize (the rows a message carries)', async () => {
+    const r = recorder()
+    // Each number weighs itself: 2 + 3 fill a batch of 5, and 7 goes alone though it weighs more.
+    const batcher = new Batcher<number>({ maxSize: 5, maxWaitMs: 1000, weightOf: (n) => n, handle: r.handle })
+    for (const n of [2, 3, 7, 1]) batcher.push(n)
+    await vi.advanceTimersByTimeAsync(0)
+    expect(r.batches).toEqual([[2, 3], [7]])
+    await vi.advanceTimersByTimeAsync(1000)
+    expect(r.batches).toEqual([[2, 3], [7], [1]])
+  })
+
   it('hands out a partial batch once its oldest item has waited maxWaitMs', async () => {
     const r = recorder()
     const batcher = new Batcher<number>({ maxSize: 10, maxWaitMs: 20, handle: r.handle })

@@ -2,10 +2,10 @@
 // Each test has its own queue and its own database.
 import { randomUUID } from 'node:crypto'
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest'
-import type { ChannelModel, ConfirmChannel } from 'amqplib'
+import type { ChannelModel, ConfirmChannel, GetMessage } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino, type Logger } from 'pino'
-import { deleteTopology, messageProperties, topologyFor, type QueueMessage } from 'event-contract'
+import { BATCH_MESSAGE_TYPE, deleteTopology, messageProperties, topologyFor, type QueueMessage } from 'event-contract'
 import { broker, connectBroker, TcpProxy, uniqueName, waitFor, type Address } from '../../test-support/index.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 import { readConfig } from '../src/config.js'
@@ -165,23 +165,25 @@ async function consumers(queue: string): Promise<number> {
   }
 }
 
-async function deadLetters(queue: string, count: number): Promise<string[]> {
+/** Takes `count` dead letters off the queue's DLQ: their bodies and properties. */
+async function deadLetterMessages(queue: string, count: number): Promise<GetMessage[]> {
   const channel = await admin.createChannel()
   try {
-    const bodies: string[] = []
+    const messages: GetMessage[] = []
     await waitFor(
       async () => {
         const msg = await channel.get(`${queue}.dlq`, { noAck: true })
-        if (msg) bodies.push(msg.content.toString())
-        return bodies.length >= count
+        if (msg) messages.push(msg)
+        return messages.length >= count
       },
       { what: `${count} dead letters`, intervalMs: 20 },
     )
-    return bodies
+    return messages
   } finally {
     await channel.close()
   }
 }
+
 
 describe('storing', () => {
   it('applies the schema to an empty database and stores each event with its values', async () => {
@@ -243,8 +245,19 @@ describe('poison messages', () => {
     await publish(queue, valid[2] as QueueMessage)
 
     await waitFor(async () => (await rowCount(databaseName)) === 3, { what: 'the three valid rows' })
-    const dead = await deadLetters(queue, 2)
-    expect(dead).toEqual(['this is not JSON {', JSON.stringify({ user_id: 'x', event_type: 5 })])
+    const dead = await deadLetterMessages(queue, 2)
+    expect(dead.map((msg) => msg.content.toString())).toEqual([
+      'this is not JSON {',
+      JSON.stringify({ user_id: 'x', event_type: 5 }),
+    ])
+    // Each says why, in its headers.
+    expect(dead.map((msg) => msg.properties.headers)).toEqual([
+      expect.objectContaining({
+        'x-error-kind': 'validation',
+        'x-error': expect.stringContaining('JSON decode error'),
+      }),
+      expect.objectContaining({ 'x-error-kind': 'validation', 'x-error': expect.stringContaining('user_id') }),
+    ])
     expect((await rows(databaseName)).map((r) => r.event_id)).toEqual(valid.map((e) => e.event_id))
     await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
   })
@@ -264,10 +277,83 @@ describe('poison messages', () => {
     for (const e of all) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
     await publisher.waitForConfirms()
 
-    const dead = await deadLetters(queue, 1)
-    expect(JSON.parse(dead[0] as string).event_id).toBe(bad.event_id)
+    const [dead] = await deadLetterMessages(queue, 1)
+    expect(JSON.parse(dead?.content.toString() as string).event_id).toBe(bad.event_id)
+    expect(dead?.properties).toMatchObject({
+      messageId: bad.event_id,
+      headers: {
+        'x-error-kind': 'database-rejected',
+        'x-error': expect.stringMatching(/too long/i),
+        'x-original-message-id': bad.event_id,
+        'x-source-queue': queue,
+      },
+    })
     await waitFor(async () => (await rowCount(databaseName)) === 9, { what: 'the nine good rows' })
     expect(new Set((await rows(databaseName)).map((r) => r.event_id))).toEqual(new Set(good.map((e) => e.event_id)))
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+  })
+})
+
+describe('batch messages', () => {
+  async function publishBatch(queue: string, events: unknown[]) {
+    const batchId = randomUUID()
+    publisher.publish(
+      '',
+      queue,
+      Buffer.from(JSON.stringify({ events })),
+      messageProperties(batchId, BATCH_MESSAGE_TYPE),
+    )
+    await publisher.waitForConfirms()
+    return batchId
+  }
+
+  it('stores every event of a batch message once, with many messages to one insert and one ack', async () => {
+    const { queue, databaseName } = await startConsumer()
+    const batches = Array.from({ length: 20 }, () => Array.from({ length: 100 }, () => event()))
+    for (const events of batches) await publishBatch(queue, events)
+    await publishBatch(queue, batches[0] as QueueMessage[]) // a redelivery, in effect
+    await waitFor(async () => (await rowCount(databaseName)) === 2000, { what: '2000 rows' })
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+    const ids = new Set((await rows(databaseName)).map((r) => r.event_id))
+    expect(ids).toEqual(new Set(batches.flat().map((e) => e.event_id)))
+    expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+  })
+
+  it('dead-letters the one invalid event of a batch message alone, with why, and stores the rest', async () => {
+    const { queue, databaseName } = await startConsumer()
+    const good = [event(), event(), event()]
+    const bad = { ...event(), user_id: 'x' }
+    const batchId = await publishBatch(queue, [good[0], bad, good[1], good[2]])
+    await waitFor(async () => (await rowCount(databaseName)) === 3, { what: 'the three good rows' })
+    const [dead] = await deadLetterMessages(queue, 1)
+    expect(JSON.parse(dead?.content.toString() as string)).toEqual(bad)
+    expect(dead?.properties).toMatchObject({
+      messageId: bad.event_id,
+      type: 'user_activity.v1',
+      headers: {
+        'x-error-kind': 'validation',
+        'x-error': expect.stringContaining('user_id'),
+        'x-original-message-id': batchId,
+        'x-original-type': BATCH_MESSAGE_TYPE,
+      },
+    })
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+    expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+  })
+
+  it('dead-letters the event of a batch message the database refuses, and stores the others', async () => {
+    const databaseName = (await startConsumer()).databaseName
+    const connection = await connectDatabase(databaseName)
+    await connection.query('ALTER TABLE user_activities MODIFY event_type VARCHAR(10) NOT NULL')
+    await connection.end()
+    const { queue } = await startConsumer({ databaseName })
+    const good = Array.from({ length: 9 }, () => event({ event_type: 'short' }))
+    const bad = event({ event_type: 'much_too_long_for_ten' })
+    await publishBatch(queue, [...good.slice(0, 5), bad, ...good.slice(5)])
+    const [dead] = await deadLetterMessages(queue, 1)
+    expect(JSON.parse(dead?.content.toString() as string)).toEqual(bad)
+    expect(dead?.properties.headers).toMatchObject({ 'x-error-kind': 'database-rejected' })
+    await waitFor(async () => (await rowCount(databaseName)) === 9, { what: 'the nine good rows' })
     await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
   })
 })
