@@ -65,19 +65,27 @@ export interface LoadResult {
   errors: number
 }
 
+/** The body of a /batch request: `size` copies of the seed event (each gets its own event_id). */
+export function batchBody(size: number): string {
+  return JSON.stringify({ batch: Array.from({ length: size }, () => JSON.parse(seedBody)) })
+}
+
 /**
- * POSTs the seed event with autocannon, run as a process of its own (as its CLI) so that the
- * load generator neither shares an event loop with the benchmark nor hides its CPU cost.
- * Counts 202s apart from everything else.
+ * POSTs a body (the seed event by default) with autocannon, run as a process of its own (as its
+ * CLI) so that the load generator neither shares an event loop with the benchmark nor hides its
+ * CPU cost. Counts 202s apart from everything else.
  */
-export async function postLoad(url: string, { connections = 64, seconds = 10, onTick = () => {} } = {}) {
+export async function postLoad(
+  url: string,
+  { connections = 64, seconds = 10, onTick = () => {}, path = '/api/v1/events/track', body = seedBody } = {},
+) {
   const ticker = setInterval(onTick, 250)
   const args = [
     fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url)),
     '--json',
     ...['-c', String(connections), '-d', String(seconds), '-m', 'POST'],
-    ...['-H', 'content-type=application/json', '-b', seedBody],
-    `${url}/api/v1/events/track`,
+    ...['-H', 'content-type=application/json', '-b', body],
+    `${url}${path}`,
   ]
   const output = await new Promise<string>((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] })

@@ -1,11 +1,24 @@
-// `npm run bench`: the producer under load next to bare Fastify, and (with the consumer) the
-// drain rate. Needs `npm run build` first and the local RabbitMQ (and MySQL/MariaDB).
+// `npm run bench`: every figure of the project next to its ceiling, measured in the same run.
+// Producer (/track and /batch) against a minimal Fastify-plus-confirm server and a bare amqplib
+// publish loop; consumer (single-event and batch messages) against a bare consume-and-ack loop
+// and a bare 500-row insert loop. Needs `npm run build` first, RabbitMQ and MySQL/MariaDB.
 import amqp from 'amqplib'
 import mysql from 'mysql2/promise'
-import { assertTopology, deleteTopology, messageProperties, topologyFor, uuidv7 } from 'event-contract'
-import { postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
+import { readFileSync } from 'node:fs'
+import {
+  assertTopology,
+  BATCH_MESSAGE_TYPE,
+  deleteTopology,
+  messageProperties,
+  topologyFor,
+  uuidv7,
+  type QueueMessage,
+} from 'event-contract'
+import { batchBody, postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
 
 const seconds = Number(process.env.BENCH_SECONDS || 10)
+const drainEvents = Number(process.env.BENCH_DRAIN_EVENTS || 100_000)
+const BATCH_SIZE = 100
 const broker = {
   RABBITMQ_HOST: process.env.RABBITMQ_HOST || '127.0.0.1',
   RABBITMQ_PORT: process.env.RABBITMQ_PORT || '5672',
@@ -18,37 +31,24 @@ const db = {
   user: process.env.TEST_MYSQL_USER || process.env.MYSQL_USER || 'root',
   password: process.env.TEST_MYSQL_PASSWORD ?? process.env.MYSQL_PASSWORD ?? '',
 }
-const drainEvents = Number(process.env.BENCH_DRAIN_EVENTS || 100_000)
-const rows: string[][] = []
-const failures: string[] = []
 
-function check(what: string, ok: boolean) {
-  if (!ok) failures.push(what)
-  return ok ? 'yes' : 'NO'
+interface Row {
+  run: string
+  perSecond: number
+  unit: string
+  p99Ms?: number
+  failures?: number
+  rssMb?: number
 }
-
-async function load(name: string, args: string[], env: Record<string, string>) {
-  const port = String(18_100 + rows.length)
-  const service = startService(args, { ...env, PORT: port, HOST: '127.0.0.1' })
-  const url = `http://127.0.0.1:${port}`
-  await waitForHttp(`${url}/health`)
-  await postLoad(url, { seconds: 2 }) // warm-up
-  const result: LoadResult = await postLoad(url, { seconds, onTick: () => service.sampleRss() })
-  const exitCode = await service.stop()
-  rows.push([
-    name,
-    String(result.requestsPerSecond),
-    String(result.p99Ms),
-    String(result.other + result.errors),
-    service.peakRssMb.toFixed(0),
-  ])
-  console.log(`${name}: ${JSON.stringify(result)} peak RSS ${service.peakRssMb.toFixed(0)} MB, exit ${exitCode}`)
-  return { ...result, rssMb: service.peakRssMb }
+const rows: Row[] = []
+function record(row: Row): Row {
+  rows.push(row)
+  console.log(`${row.run}: ${row.perSecond} ${row.unit}/s${row.p99Ms !== undefined ? `, p99 ${row.p99Ms} ms` : ''}`)
+  return row
 }
 
 function connectBroker() {
   return amqp.connect({
-    protocol: 'amqp',
     hostname: broker.RABBITMQ_HOST,
     port: Number(broker.RABBITMQ_PORT),
     username: broker.RABBITMQ_USER,
@@ -56,61 +56,172 @@ function connectBroker() {
   })
 }
 
+/** Runs `run` on a fresh quorum queue with the project's topology, removed afterwards. */
 async function withQueue<T>(run: (queue: string) => Promise<T>): Promise<T> {
   const queue = `bench_${Date.now().toString(36)}`
+  const connection = await connectBroker()
+  const channel = await connection.createChannel()
+  await assertTopology(channel, topologyFor(queue, 'quorum'))
   try {
     return await run(queue)
   } finally {
-    const connection = await connectBroker()
-    const channel = await connection.createChannel()
     await deleteTopology(channel, topologyFor(queue, 'quorum'))
     await connection.close()
   }
 }
 
-const baseline = await load(
-  'bare Fastify (validate, 202, no broker)',
-  ['--import', 'tsx', 'bench/baseline-server.ts'],
-  {},
-)
-const producer = await withQueue((queue) =>
-  load('producer, LOG_LEVEL=warn', ['producer-service/dist/main.js'], { ...broker, RABBITMQ_QUEUE: queue }),
-)
-const producerInfo = await withQueue((queue) =>
-  load('producer, LOG_LEVEL=info (a line per request)', ['producer-service/dist/main.js'], {
-    ...broker,
-    RABBITMQ_QUEUE: queue,
-    LOG_LEVEL: 'info',
-  }),
-)
+/** Loads an HTTP server of the project's (started with `args`) with autocannon. */
+async function load(
+  run: string,
+  args: string[],
+  env: Record<string, string>,
+  options: { connections?: number; path?: string; body?: string; eventsPerRequest?: number } = {},
+): Promise<Row & LoadResult> {
+  const port = String(18_100 + rows.length)
+  const service = startService(args, { ...env, PORT: port, HOST: '127.0.0.1' })
+  const url = `http://127.0.0.1:${port}`
+  await waitForHttp(`${url}/health`)
+  await postLoad(url, { ...options, seconds: 2 }) // warm-up
+  const result = await postLoad(url, { ...options, seconds, onTick: () => service.sampleRss() })
+  await service.stop()
+  const perRequest = options.eventsPerRequest ?? 1
+  return {
+    ...result,
+    ...record({
+      run,
+      perSecond: result.requestsPerSecond * perRequest,
+      unit: 'events',
+      p99Ms: result.p99Ms,
+      failures: result.other + result.errors,
+      rssMb: service.peakRssMb,
+    }),
+  }
+}
 
-/** Fills a queue, then times a fresh consumer storing all of it. */
-async function drain(queue: string) {
+function event(i: number): QueueMessage {
+  return {
+    event_id: uuidv7(),
+    user_id: 1 + (i % 100_000),
+    event_type: 'page_view',
+    timestamp: new Date(Date.UTC(2026, 1, 20, 10) + i).toISOString(),
+    metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
+    received_at: new Date().toISOString(),
+  }
+}
+
+/** Publishes `count` messages of `perMessage` events each, with confirms, as fast as it can. */
+async function fill(queue: string, count: number, perMessage = 1) {
+  const connection = await connectBroker()
+  const channel = await connection.createConfirmChannel()
+  for (let i = 0; i < count; i++) {
+    const events = Array.from({ length: perMessage }, (_, j) => event(i * perMessage + j))
+    const body = perMessage === 1 ? events[0] : { events }
+    const properties =
+      perMessage === 1
+        ? messageProperties((events[0] as QueueMessage).event_id)
+        : messageProperties(uuidv7(), BATCH_MESSAGE_TYPE)
+    if (!channel.publish('', queue, Buffer.from(JSON.stringify(body)), properties)) {
+      await new Promise((resolve) => channel.once('drain', resolve))
+    }
+    if (i % 5000 === 4999) await channel.waitForConfirms()
+  }
+  await channel.waitForConfirms()
+  await connection.close()
+}
+
+/** Ceiling: bare amqplib, one persistent message per event, confirms, 1,000 in flight. */
+async function barePublish(queue: string): Promise<Row> {
+  const connection = await connectBroker()
+  const channel = await connection.createConfirmChannel()
+  const body = Buffer.from(JSON.stringify(event(0)))
+  const deadline = Date.now() + seconds * 1000
+  let confirmed = 0
+  await Promise.all(
+    Array.from({ length: 1000 }, async () => {
+      while (Date.now() < deadline) {
+        await new Promise<void>((resolve, reject) =>
+          channel.publish('', queue, body, messageProperties(uuidv7()), (err) => (err ? reject(err) : resolve())),
+        )
+        confirmed++
+      }
+    }),
+  )
+  await connection.close()
+  return record({
+    run: 'bare amqplib publish, 1 message per event, confirms, 1,000 in flight',
+    perSecond: Math.round(confirmed / seconds),
+    unit: 'messages',
+  })
+}
+
+/** Ceiling: bare amqplib consume and ack of a filled queue, prefetch 2,000. */
+async function bareConsume(queue: string): Promise<Row> {
+  await fill(queue, drainEvents)
+  const connection = await connectBroker()
+  const channel = await connection.createChannel()
+  await channel.prefetch(2000)
+  const started = Date.now()
+  let received = 0
+  await new Promise<void>((resolve) => {
+    void channel.consume(queue, (msg) => {
+      if (!msg) return
+      channel.ack(msg)
+      if (++received === drainEvents) resolve()
+    })
+  })
+  const perSecond = Math.round(received / ((Date.now() - started) / 1000))
+  await connection.close()
+  return record({ run: 'bare amqplib consume + ack, prefetch 2,000', perSecond, unit: 'messages' })
+}
+
+async function withDatabase<T>(run: (database: string, admin: mysql.Connection) => Promise<T>): Promise<T> {
   const database = `bench_${Date.now().toString(36)}`
   const admin = await mysql.createConnection(db)
   await admin.query(`CREATE DATABASE \`${database}\``)
   try {
-    const connection = await connectBroker()
-    const channel = await connection.createConfirmChannel()
-    await assertTopology(channel, topologyFor(queue, 'quorum'))
-    for (let i = 0; i < drainEvents; i++) {
-      const eventId = uuidv7()
-      const message = {
-        event_id: eventId,
-        user_id: 1 + (i % 100_000),
-        event_type: 'page_view',
-        timestamp: new Date(Date.UTC(2026, 1, 20, 10) + i).toISOString(),
-        metadata: { page_url: '/products/item-xyz', session_id: 'abc123' },
-        received_at: new Date().toISOString(),
-      }
-      if (!channel.publish('', queue, Buffer.from(JSON.stringify(message)), messageProperties(eventId))) {
-        await new Promise((resolve) => channel.once('drain', resolve))
-      }
-      if (i % 5000 === 4999) await channel.waitForConfirms()
-    }
-    await channel.waitForConfirms()
-    await connection.close()
+    return await run(database, admin)
+  } finally {
+    await admin.query(`DROP DATABASE \`${database}\``)
+    await admin.end()
+  }
+}
 
+/** Ceiling: bare mysql2, multi-row INSERTs of 500 rows into the project's table. */
+async function bareInsert(): Promise<Row> {
+  return withDatabase(async (database) => {
+    const connection = await mysql.createConnection({ ...db, database, multipleStatements: true })
+    await connection.query(readFileSync(`${root}db/init.sql`, 'utf8'))
+    const started = Date.now()
+    let inserted = 0
+    while (inserted < drainEvents) {
+      const batch = Array.from({ length: 500 }, (_, i) => {
+        const e = event(inserted + i)
+        return [
+          e.event_id,
+          e.user_id,
+          e.event_type,
+          e.timestamp.slice(0, 23).replace('T', ' '),
+          JSON.stringify(e.metadata),
+        ]
+      })
+      await connection.query(
+        'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) VALUES ? ' +
+          'ON DUPLICATE KEY UPDATE event_id = event_id',
+        [batch],
+      )
+      inserted += batch.length
+    }
+    const perSecond = Math.round(inserted / ((Date.now() - started) / 1000))
+    await connection.end()
+    return record({ run: 'bare mysql2 INSERT, 500 rows a statement', perSecond, unit: 'rows' })
+  })
+}
+
+/** Fills a queue, then times a fresh consumer storing all of it. */
+async function drain(run: string, queue: string, perMessage: number): Promise<Row & { stored: number }> {
+  return withDatabase(async (database, admin) => {
+    await fill(queue, Math.ceil(drainEvents / perMessage), perMessage)
+    const total = Math.ceil(drainEvents / perMessage) * perMessage
     const consumer = startService(['consumer-service/dist/main.js'], {
       ...broker,
       RABBITMQ_QUEUE: queue,
@@ -131,56 +242,114 @@ async function drain(queue: string) {
     let firstAt = 0
     let stored = 0
     const deadline = Date.now() + 300_000
-    while (stored < drainEvents && Date.now() < deadline) {
+    while (stored < total && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 50))
       stored = await count().catch(() => 0) // the table appears when the consumer starts
       if (stored > 0 && firstAt === 0) firstAt = Date.now()
       consumer.sampleRss()
     }
-    const seconds = (Date.now() - firstAt) / 1000
-    const exitCode = await consumer.stop()
-    const perSecond = Math.round(stored / seconds)
-    console.log(`consumer drain: ${stored} rows in ${seconds.toFixed(2)} s, exit ${exitCode}`)
-    rows.push([
-      `consumer drain (${drainEvents} queued)`,
-      String(perSecond),
-      '-',
-      String(drainEvents - stored),
-      consumer.peakRssMb.toFixed(0),
-    ])
-    return { perSecond, stored, rssMb: consumer.peakRssMb }
-  } finally {
-    await admin.query(`DROP DATABASE \`${database}\``)
-    await admin.end()
-  }
+    await consumer.stop()
+    const perSecond = Math.round(stored / ((Date.now() - firstAt) / 1000))
+    return { ...record({ run, perSecond, unit: 'rows', failures: total - stored, rssMb: consumer.peakRssMb }), stored }
+  })
 }
 
-const consumer = await withQueue(drain)
+const producerEnv = (queue: string) => ({ ...broker, RABBITMQ_QUEUE: queue })
+const bareFastify = await load(
+  'bare Fastify: validate, 202, no broker',
+  ['--import', 'tsx', 'bench/baseline-server.ts'],
+  {},
+)
+const confirmServer = await withQueue((queue) =>
+  load(
+    'minimal Fastify + 1 confirmed publish a request',
+    ['--import', 'tsx', 'bench/confirm-server.ts'],
+    producerEnv(queue),
+  ),
+)
+const producer = await withQueue((queue) =>
+  load('producer /track, LOG_LEVEL=warn', ['producer-service/dist/main.js'], producerEnv(queue)),
+)
+const producerInfo = await withQueue((queue) =>
+  load('producer /track, LOG_LEVEL=info', ['producer-service/dist/main.js'], {
+    ...producerEnv(queue),
+    LOG_LEVEL: 'info',
+  }),
+)
+const batch = await withQueue((queue) =>
+  load(
+    `producer /batch, ${BATCH_SIZE}-event batches, 16 connections`,
+    ['producer-service/dist/main.js'],
+    producerEnv(queue),
+    {
+      connections: 16,
+      path: '/api/v1/events/batch',
+      body: batchBody(BATCH_SIZE),
+      eventsPerRequest: BATCH_SIZE,
+    },
+  ),
+)
+const publishCeiling = await withQueue(barePublish)
+const consumeCeiling = await withQueue(bareConsume)
+const insertCeiling = await bareInsert()
+const drainSingle = await withQueue((queue) => drain(`consumer drain, ${drainEvents} single-event messages`, queue, 1))
+const drainBatch = await withQueue((queue) =>
+  drain(`consumer drain, ${drainEvents} events in ${BATCH_SIZE}-event messages`, queue, BATCH_SIZE),
+)
 
-console.log(`\nBenchmark (${seconds} s at 64 connections, from ${root})\n`)
-console.log('| run | accepted/s | p99 ms | non-202 or errors | peak RSS MB |')
+console.log(`\nBenchmark (${seconds} s loads, ${drainEvents} events drained; ${root})\n`)
+console.log('| run | per second | p99 ms | failures | peak RSS MB |')
 console.log('|---|---|---|---|---|')
-for (const row of rows) console.log(`| ${row.join(' | ')} |`)
-const ratio = producer.requestsPerSecond / baseline.requestsPerSecond
-console.log(`\n| target | measured | met |`)
+for (const row of rows) {
+  console.log(
+    `| ${row.run} | ${row.perSecond} ${row.unit} | ${row.p99Ms ?? '-'} | ${row.failures ?? '-'} | ${row.rssMb?.toFixed(0) ?? '-'} |`,
+  )
+}
+
+const missed: string[] = []
+const targets: [string, string, boolean][] = []
+function target(what: string, measured: number, ok: boolean, digits = 2) {
+  targets.push([what, measured.toFixed(digits), ok])
+  if (!ok) missed.push(what)
+}
+target(
+  'producer /track >= 0.9 x minimal Fastify + confirm',
+  producer.perSecond / confirmServer.perSecond,
+  producer.perSecond >= 0.9 * confirmServer.perSecond,
+)
+target('producer /track p99 < 50 ms', producer.p99Ms ?? 0, (producer.p99Ms ?? 0) < 50, 0)
+target('producer never fails under load', producer.failures ?? 0, producer.failures === 0 && batch.failures === 0, 0)
+target(
+  '/batch >= 2 x bare publish ceiling (events/s)',
+  batch.perSecond / publishCeiling.perSecond,
+  batch.perSecond >= 2 * publishCeiling.perSecond,
+)
+target(
+  'consumer drain >= 0.5 x bare consume + ack',
+  drainSingle.perSecond / consumeCeiling.perSecond,
+  drainSingle.perSecond >= 0.5 * consumeCeiling.perSecond,
+)
+target(
+  'consumer drains batch messages at least as fast as /batch accepts them',
+  drainBatch.perSecond / batch.perSecond,
+  drainBatch.perSecond >= batch.perSecond,
+)
+target(
+  'consumer stores every event',
+  drainSingle.stored + drainBatch.stored,
+  drainSingle.failures === 0 && drainBatch.failures === 0,
+  0,
+)
+for (const row of [producer, batch, drainSingle, drainBatch]) {
+  target(`${row.run}: RSS < 200 MB`, row.rssMb ?? 0, (row.rssMb ?? 0) < 200, 0)
+}
+console.log('\n| target | measured | met |')
 console.log('|---|---|---|')
-console.log(`| producer >= 0.45 x bare Fastify | ${ratio.toFixed(2)} | ${check('producer ratio', ratio >= 0.45)} |`)
-console.log(`| producer p99 < 25 ms | ${producer.p99Ms} | ${check('producer p99', producer.p99Ms < 25)} |`)
+for (const [what, measured, ok] of targets) console.log(`| ${what} | ${measured} | ${ok ? 'yes' : 'NO'} |`)
 console.log(
-  `| producer never fails under load | ${producer.other + producer.errors} | ${check('producer errors', producer.other + producer.errors === 0)} |`,
+  `\nfor reference: bare Fastify ${bareFastify.perSecond}/s; logging a line per request costs ${(100 * (1 - producerInfo.perSecond / producer.perSecond)).toFixed(1)} %; bare 500-row INSERT ${insertCeiling.perSecond} rows/s`,
 )
-console.log(`| producer RSS < 200 MB | ${producer.rssMb.toFixed(0)} | ${check('producer RSS', producer.rssMb < 200)} |`)
-console.log(
-  `| consumer drains >= 30,000 events/s | ${consumer.perSecond} | ${check('consumer drain', consumer.perSecond >= 30_000)} |`,
-)
-console.log(
-  `| consumer stores every event | ${consumer.stored} of ${drainEvents} | ${check('consumer stored all', consumer.stored === drainEvents)} |`,
-)
-console.log(`| consumer RSS < 200 MB | ${consumer.rssMb.toFixed(0)} | ${check('consumer RSS', consumer.rssMb < 200)} |`)
-console.log(
-  `| logging cost (info vs warn) | ${(100 * (1 - producerInfo.requestsPerSecond / producer.requestsPerSecond)).toFixed(1)}% | - |`,
-)
-if (failures.length > 0) {
-  console.log(`\ntargets missed: ${failures.join(', ')}`)
+if (missed.length > 0) {
+  console.log(`\ntargets missed: ${missed.join('; ')}`)
   process.exit(1)
 }

@@ -141,6 +141,10 @@ describe('faults', () => {
     const dbProxy = await proxyTo({ host: database.host, port: database.port })
     const s = await start({ databaseAt: dbProxy, consumerEnv: { CONSUMER_RETRY_MAX_MS: '1000' } })
     const before = await s.postMany(5000, 64)
+    // And 50 batches of 20 events: batch messages must survive the restart as well.
+    for (let b = 0; b < 50; b++) {
+      before.push(await s.postBatch(Array.from({ length: 20 }, (_, j) => event(200_000 + b * 20 + j))))
+    }
     let outage: {
       queuedAtStop: number
       seconds: number
@@ -190,6 +194,32 @@ describe('faults', () => {
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
     expect(dead).toBe(0)
+  })
+
+  it('a batch cut off by a broker outage: 500 with its event_ids; resent after recovery, each stored once', async () => {
+    const link = await proxyTo({ host: broker.host, port: broker.port })
+    const s = await start({ producerBrokerAt: link })
+    const events = Array.from({ length: 500 }, (_, i) => event(300_000 + i))
+    let cutOff: PostOutcome
+    try {
+      await link.cut()
+      await waitFor(async () => (await s.healthStatus(s.producerHealth)) === 503, { what: 'the producer cut off' })
+      cutOff = await s.postBatch(events)
+    } finally {
+      await link.restore()
+    }
+    expect(cutOff.status).toBe(500)
+    expect(cutOff.eventIds).toHaveLength(500)
+    await waitFor(() => s.healthy(s.producerHealth), { what: 'the producer reconnected', timeoutMs: 15_000 })
+    const ids = cutOff.eventIds as string[]
+    const resent = await s.postBatch(events.map((e, i) => ({ ...e, event_id: ids[i] })))
+    expect(resent.status).toBe(202)
+    expect(resent.eventIds).toEqual(ids)
+    const result = await s.settle(new Set(ids))
+    report('batch cut off by a broker outage', { ...summary(result) })
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+    expect(result.stored).toBe(500)
   })
 
   it('link drops during a database outage: 25 reconnects dead-letter nothing, all stored once after', async () => {
@@ -378,9 +408,11 @@ describe('faults', () => {
     const outcomes: PostOutcome[] = []
     let posting = true
     let i = 0
-    const clients = Array.from({ length: 64 }, async () => {
+    // 56 clients post single events, 8 post batches of 20.
+    const clients = Array.from({ length: 64 }, async (_, client) => {
       while (posting) {
-        const outcome = await s.post(event(i++))
+        const outcome =
+          client < 56 ? await s.post(event(i++)) : await s.postBatch(Array.from({ length: 20 }, () => event(i++)))
         outcomes.push(outcome)
         if (outcome.status === 'error') await new Promise((resolve) => setTimeout(resolve, 20))
       }

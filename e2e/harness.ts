@@ -24,6 +24,8 @@ export interface SystemOptions {
 export interface PostOutcome {
   status: number | 'error'
   eventId?: string
+  /** A batch's event_ids (202, 500 and 503 carry them). */
+  eventIds?: string[]
   body?: unknown
   retryAfter?: string | null
 }
@@ -125,9 +127,12 @@ export class System {
     await this.#dropDatabase?.()
   }
 
-  async post(body: unknown, init: { contentType?: string; raw?: string | Buffer } = {}): Promise<PostOutcome> {
+  async post(
+    body: unknown,
+    init: { contentType?: string; raw?: string | Buffer; path?: string } = {},
+  ): Promise<PostOutcome> {
     try {
-      const res = await fetch(`${this.api}/api/v1/events/track`, {
+      const res = await fetch(`${this.api}${init.path ?? '/api/v1/events/track'}`, {
         method: 'POST',
         headers: { 'content-type': init.contentType ?? 'application/json' },
         body: init.raw ?? JSON.stringify(body),
@@ -142,12 +147,18 @@ export class System {
       return {
         status: res.status,
         eventId: (parsed as { event_id?: string })?.event_id,
+        eventIds: (parsed as { event_ids?: string[] })?.event_ids,
         body: parsed,
         retryAfter: res.headers.get('retry-after'),
       }
     } catch (err) {
       return { status: 'error', body: (err as Error).cause ?? err }
     }
+  }
+
+  /** Posts events as one batch to /api/v1/events/batch. */
+  async postBatch(events: unknown[]): Promise<PostOutcome> {
+    return this.post({ batch: events }, { path: '/api/v1/events/batch' })
   }
 
   /** Posts `count` distinct events with `concurrency` clients; returns every outcome. */
@@ -229,8 +240,10 @@ export function verdict(accepted: Set<string>, storedIds: string[]) {
   }
 }
 
+/** The event_ids that got a 202, from single events and batches. */
 export function acceptedIds(outcomes: PostOutcome[]): Set<string> {
-  return new Set(outcomes.filter((o) => o.status === 202 && o.eventId).map((o) => o.eventId as string))
+  const accepted = outcomes.filter((o) => o.status === 202)
+  return new Set(accepted.flatMap((o) => o.eventIds ?? (o.eventId ? [o.eventId] : [])))
 }
 
 export function event(i: number) {

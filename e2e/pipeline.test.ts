@@ -1,5 +1,6 @@
 // End to end: the built producer and consumer as processes, a real RabbitMQ and a real database.
 // HTTP in, rows out.
+import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RowDataPacket } from 'mysql2/promise'
 import { waitFor } from '../test-support/index.js'
@@ -85,6 +86,22 @@ describe('the pipeline', () => {
       expect(stored?.event_type).toBe(events[i]?.event_type)
       expect((stored?.timestamp as Date).toISOString()).toBe(new Date(events[i]?.timestamp as string).toISOString())
     }
+  })
+
+  it('stores each event of a compressed batch once, with its values', async () => {
+    const events = Array.from({ length: 1000 }, (_, i) => ({ ...readmeExample, user_id: 5000 + i, metadata: { i } }))
+    const res = await fetch(`${system.api}/api/v1/events/batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+      body: gzipSync(JSON.stringify({ batch: events })),
+    })
+    expect(res.status).toBe(202)
+    const body = (await res.json()) as { count: number; event_ids: string[] }
+    expect(body.count).toBe(1000)
+    const result = await system.settle(new Set(body.event_ids), 15_000)
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+    expect((await row(body.event_ids[999] as string))?.user_id).toBe(5999)
   })
 
   it('stops both services cleanly on SIGTERM', async () => {
