@@ -184,7 +184,6 @@ async function deadLetterMessages(queue: string, count: number): Promise<GetMess
   }
 }
 
-
 describe('storing', () => {
   it('applies the schema to an empty database and stores each event with its values', async () => {
     const { queue, databaseName } = await startConsumer()

@@ -58,7 +58,10 @@ export function isPreconditionFailed(err: unknown): boolean {
 }
 
 /** Publish properties of an event message (`messageId` the event_id), or of a batch message. */
-export function messageProperties(messageId: string, type: typeof MESSAGE_TYPE | typeof BATCH_MESSAGE_TYPE = MESSAGE_TYPE) {
+export function messageProperties(
+  messageId: string,
+  type: typeof MESSAGE_TYPE | typeof BATCH_MESSAGE_TYPE = MESSAGE_TYPE,
+) {
   return {
     persistent: true,
     contentType: 'application/json',

@@ -124,7 +124,11 @@ export function parseBatch(
   const batch = (body as { batch?: unknown } | null | undefined)?.batch
   if (body === undefined || body === null) return missing(['body'])
   if (typeof body !== 'object' || Array.isArray(body)) {
-    return fail(['body'], 'Input should be a valid dictionary or object to extract fields from', 'model_attributes_type')
+    return fail(
+      ['body'],
+      'Input should be a valid dictionary or object to extract fields from',
+      'model_attributes_type',
+    )
   }
   if (batch === undefined) return missing(['body', 'batch'])
   if (!Array.isArray(batch)) return fail(['body', 'batch'], 'Input should be a valid list', 'list_type')

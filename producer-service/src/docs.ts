@@ -45,7 +45,8 @@ export const trackResponses = {
   },
   400: {
     ...ValidationErrorSchema,
-    description: 'Not a valid event, malformed JSON, an empty body, or a body that does not decompress; nothing was queued',
+    description:
+      'Not a valid event, malformed JSON, an empty body, or a body that does not decompress; nothing was queued',
     examples: [
       {
         detail: [{ loc: ['body', 'user_id'], msg: 'Input should be a valid integer', type: 'int_type' }],
@@ -71,7 +72,8 @@ export const trackResponses = {
   },
   415: {
     ...ErrorSchema,
-    description: 'Not application/json, a charset other than UTF-8, or a Content-Encoding other than gzip, deflate or br',
+    description:
+      'Not application/json, a charset other than UTF-8, or a Content-Encoding other than gzip, deflate or br',
     examples: [{ detail: 'Content-Type must be application/json', message: 'Unsupported media type' }],
   },
   500: {
@@ -111,9 +113,7 @@ export const batchResponses = {
     description: 'A problem with the batch or any of its events (each at its index); nothing was queued',
     examples: [
       {
-        detail: [
-          { loc: ['body', 'batch', 1, 'user_id'], msg: 'Input should be a valid integer', type: 'int_type' },
-        ],
+        detail: [{ loc: ['body', 'batch', 1, 'user_id'], msg: 'Input should be a valid integer', type: 'int_type' }],
         message: 'Invalid UserActivityEvent payload',
       },
     ],
@@ -127,7 +127,11 @@ export const batchResponses = {
     ...BatchFailedSchema,
     description: trackResponses[500].description.replace('the event_id given', 'the same batch and its event_ids'),
     examples: [
-      { detail: 'The message broker is unavailable', message: 'Failed to queue events', event_ids: [eventId, secondId] },
+      {
+        detail: 'The message broker is unavailable',
+        message: 'Failed to queue events',
+        event_ids: [eventId, secondId],
+      },
     ],
   },
   503: {
