@@ -280,7 +280,9 @@ const batch = await withQueue((queue) =>
   load(
     `producer /batch, ${BATCH_SIZE}-event batches, 16 connections`,
     ['producer-service/dist/main.js'],
-    producerEnv(queue),
+    // 16 batches of 100 in flight take 1,600 slots: the default PUBLISH_MAX_IN_FLIGHT (1,000)
+    // would answer some of them 503.
+    { ...producerEnv(queue), PUBLISH_MAX_IN_FLIGHT: '2000' },
     {
       connections: 16,
       path: '/api/v1/events/batch',

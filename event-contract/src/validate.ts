@@ -29,10 +29,8 @@ const TIMESTAMP =
  */
 export function parseTimestamp(text: string): Date | undefined {
   // Fast path for the canonical form this contract emits (every message on the queue).
-  if (text.length === 24 && text.charCodeAt(23) === 90 /* Z */) {
-    const date = new Date(text)
-    if (!Number.isNaN(date.getTime()) && date.toISOString() === text && date.getUTCFullYear() >= 1000) return date
-  }
+  const canonical = canonicalTime(text)
+  if (canonical !== undefined) return new Date(canonical)
   const m = TIMESTAMP.exec(text)
   if (!m) return undefined
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
@@ -65,16 +63,59 @@ export function parseTimestamp(text: string): Date | undefined {
   return utcYear >= 1000 && utcYear <= 9999 ? date : undefined
 }
 
-// The format check and the normalization parse the same string back to back: remember the last.
-let lastTimestamp: { text: string; date: Date | undefined } = { text: '', date: undefined }
-function parseTimestampOnce(text: string): Date | undefined {
-  if (lastTimestamp.text !== text) lastTimestamp = { text, date: parseTimestamp(text) }
-  return lastTimestamp.date
+const digit = (text: string, at: number) => text.charCodeAt(at) - 48
+const DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
+const SEPARATORS: [number, number][] = [
+  [4, 45], // -
+  [7, 45], // -
+  [10, 84], // T
+  [13, 58], // :
+  [16, 58], // :
+  [19, 46], // .
+  [23, 90], // Z
+]
+
+/**
+ * The instant of a timestamp already in the canonical form `YYYY-MM-DDTHH:MM:SS.mmmZ` (what the
+ * producer writes), read by character codes: four times cheaper than a Date round trip, and
+ * this runs twice for every message the consumer takes. Undefined for any other form.
+ */
+function canonicalTime(text: string): number | undefined {
+  if (text.length !== 24) return undefined
+  for (const [at, code] of SEPARATORS) if (text.charCodeAt(at) !== code) return undefined
+  for (const at of DIGITS) {
+    const code = text.charCodeAt(at)
+    if (code < 48 || code > 57) return undefined
+  }
+  const year = digit(text, 0) * 1000 + digit(text, 1) * 100 + digit(text, 2) * 10 + digit(text, 3)
+  const month = digit(text, 5) * 10 + digit(text, 6)
+  const day = digit(text, 8) * 10 + digit(text, 9)
+  const hour = digit(text, 11) * 10 + digit(text, 12)
+  const minute = digit(text, 14) * 10 + digit(text, 15)
+  const second = digit(text, 17) * 10 + digit(text, 18)
+  const ms = digit(text, 20) * 100 + digit(text, 21) * 10 + digit(text, 22)
+  if (year < 1000 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return undefined
+  const time = Date.UTC(year, month - 1, day, hour, minute, second, ms)
+  // Feb 30 rolls over into March: a real date keeps its day.
+  return new Date(time).getUTCDate() === day ? time : undefined
+}
+
+/** A valid timestamp in canonical UTC form: the text itself when it is already in it. */
+function canonicalTimestamp(text: string): string | undefined {
+  if (canonicalTime(text) !== undefined) return text
+  return parseTimestamp(text)?.toISOString()
+}
+
+// The format check and the normalization read the same string back to back: remember the last.
+let lastTimestamp: { text: string; canonical: string | undefined } = { text: '', canonical: undefined }
+function canonicalTimestampOnce(text: string): string | undefined {
+  if (lastTimestamp.text !== text) lastTimestamp = { text, canonical: canonicalTimestamp(text) }
+  return lastTimestamp.canonical
 }
 
 // The contract's meaning of date-time: the schema says `format: date-time` (for OpenAPI), and
 // this is what it accepts.
-Format.Set('date-time', (value) => parseTimestampOnce(value) !== undefined)
+Format.Set('date-time', (value) => canonicalTimestampOnce(value) !== undefined)
 
 /**
  * A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then the random bits of a v4 UUID, whose
@@ -217,7 +258,7 @@ function parseQueueEvent(data: unknown): ParseResult<QueueMessage> {
   if (!checkMessage.Check(data)) return { ok: false, errors: toDetails(checkMessage.Errors(data)) }
   const result = normalize({ ...data })
   // Checked by the `date-time` format; the canonical form the producer writes takes the fast path.
-  if (result.ok) result.value.received_at = (parseTimestampOnce(data.received_at) as Date).toISOString()
+  if (result.ok) result.value.received_at = canonicalTimestampOnce(data.received_at) as string
   return result
 }
 
@@ -246,7 +287,7 @@ function normalize(message: QueueMessage): ParseResult<QueueMessage> {
   }
   if (errors.length > 0) return { ok: false, errors }
   // Checked by the `date-time` format just before.
-  message.timestamp = (parseTimestampOnce(message.timestamp) as Date).toISOString()
+  message.timestamp = canonicalTimestampOnce(message.timestamp) as string
   return { ok: true, value: message }
 }
 
