@@ -145,3 +145,17 @@ function throttle(from: net.Socket, to: net.Socket, bytesPerSecond: number): voi
   })
   from.on('end', () => to.end())
 }
+
+/**
+ * The value of one sample in a Prometheus text exposition: `name` with at least `labels`
+ * (undefined when absent). Histograms read as `<name>_count`, `<name>_sum`.
+ */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (!match || match[1] !== name) continue
+    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]))
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[3])
+  }
+  return undefined
+}

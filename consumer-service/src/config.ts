@@ -15,6 +15,8 @@ export const ConfigSchema = Type.Object({
   }),
   HEALTH_HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
   HEALTH_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 8001 }),
+  /** Serve Prometheus metrics on GET /metrics of the health server (on by default). */
+  METRICS_ENABLED: Type.Boolean({ default: true }),
   /** Unacknowledged messages the broker may hand this consumer at once. */
   CONSUMER_PREFETCH: Type.Integer({ minimum: 1, maximum: 65535, default: 1000 }),
   /** Rows per INSERT. */

@@ -1,15 +1,18 @@
 // The consumer's health server: GET /health reports the broker consumer, the database, and
-// whether the events in hand are moving.
+// whether the events in hand are moving; GET /metrics serves its Prometheus metrics.
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
+import type { ConsumerMetrics } from './metrics.js'
 import type { WorkerHealth } from './worker.js'
 
 export interface HealthSources {
   worker: { health(): WorkerHealth }
   store: { ping(): Promise<boolean> }
   logger: FastifyBaseLogger
+  /** Prometheus metrics, served on GET /metrics; none when absent. */
+  metrics?: ConsumerMetrics
 }
 
-export async function buildHealthApp({ worker, store, logger }: HealthSources) {
+export async function buildHealthApp({ worker, store, logger, metrics }: HealthSources) {
   // Probes call every few seconds: no log line per request.
   const app = Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }) })
 
@@ -21,6 +24,12 @@ export async function buildHealthApp({ worker, store, logger }: HealthSources) {
       .code(healthy ? 200 : 503)
       .send({ status: healthy ? 'healthy' : 'unhealthy', checks: { rabbitmq, mysql, progress } })
   })
+  if (metrics) {
+    app.get('/metrics', async (request, reply) => {
+      reply.header('content-type', metrics.registry.contentType)
+      return metrics.registry.metrics()
+    })
+  }
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ detail: 'Not Found' }))
 
   return app

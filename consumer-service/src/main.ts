@@ -3,14 +3,17 @@ import closeWithGrace from 'close-with-grace'
 import { configOrExit, createLogger } from 'event-contract'
 import { readConfig } from './config.js'
 import { buildHealthApp } from './health.js'
+import { createConsumerMetrics, observeWorker } from './metrics.js'
 import { Store } from './store.js'
 import { Worker } from './worker.js'
 
 const config = configOrExit(readConfig)
 const logger = createLogger('consumer-service', config.LOG_LEVEL)
 const store = Store.fromConfig(config, logger)
-const worker = new Worker({ config, store, logger })
-const health = await buildHealthApp({ worker, store, logger })
+const metrics = config.METRICS_ENABLED ? createConsumerMetrics() : undefined
+const worker = new Worker({ config, store, logger, metrics })
+if (metrics) observeWorker(metrics, worker)
+const health = await buildHealthApp({ worker, store, logger, metrics })
 
 logger.info(
   {

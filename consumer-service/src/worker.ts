@@ -14,6 +14,7 @@ import {
 import { Batcher } from './batcher.js'
 import { publishDeadLetter, type DeadLetter } from './dead-letter.js'
 import { Ledger } from './ledger.js'
+import type { ConsumerMetrics, WorkerGauges } from './metrics.js'
 import { RowTooLargeError, toRow, TransientStoreError, type Store } from './store.js'
 
 /** Upper bound of a batch's bytes; the store splits further if the server's packet limit is lower. */
@@ -91,7 +92,7 @@ export function sleep(ms: number, ...signals: AbortSignal[]): Promise<boolean> {
   })
 }
 
-export class Worker {
+export class Worker implements WorkerGauges {
   readonly #config: WorkerConfig
   readonly #store: Store
   readonly #log: Logger
@@ -111,6 +112,9 @@ export class Worker {
   #tally = { stored: 0, duplicates: 0, deadLettered: 0, batches: 0, lagMs: 0 }
   readonly #summaryIntervalMs: number
   #summaryTimer: NodeJS.Timeout | undefined
+  readonly #metrics: ConsumerMetrics | undefined
+  #heldBatches = 0
+  #lastStoredAt = Date.now()
 
   /** `summaryIntervalMs`: how often an info line sums up what was stored (tests shorten it). */
   constructor({
@@ -118,14 +122,17 @@ export class Worker {
     store,
     logger,
     summaryIntervalMs = 10_000,
+    metrics,
   }: {
     config: WorkerConfig
     store: Store
     logger: Logger
     summaryIntervalMs?: number
+    metrics?: ConsumerMetrics
   }) {
     this.#config = config
     this.#store = store
+    this.#metrics = metrics
     this.#summaryIntervalMs = summaryIntervalMs
     this.#log = logger.child({ component: 'worker' })
     this.#topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
@@ -163,6 +170,41 @@ export class Worker {
   /** Resolves on the first successful connection (for tests and tools). */
   async waitForConnect(): Promise<void> {
     await this.#broker?.connection.waitForConnect()
+  }
+
+  get heldBatches(): number {
+    return this.#heldBatches
+  }
+
+  get lastStoredAt(): number {
+    return this.#lastStoredAt
+  }
+
+  /** Ready messages of the queue and of its dead-letter queue, asked on a channel of its own. */
+  async queueDepths(timeoutMs = 2000): Promise<{ main: number; deadLetter: number }> {
+    const connection = this.#broker?.connection
+    if (!connection || !this.#ledger) throw new Error('not connected to RabbitMQ')
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('RabbitMQ did not say in time')), timeoutMs)
+    })
+    const ask = (async () => {
+      const channel = await connection.createChannel()
+      // A missing queue closes the channel with a 404: the rejection below is the answer.
+      channel.on('error', (err: Error) => this.#log.debug({ err }, 'queue depth channel closed'))
+      try {
+        const main = await channel.checkQueue(this.#topology.queue)
+        const deadLetter = await channel.checkQueue(this.#topology.deadLetterQueue)
+        return { main: main.messageCount, deadLetter: deadLetter.messageCount }
+      } finally {
+        await channel.close().catch((err: unknown) => this.#log.debug({ err }, 'queue depth channel already closed'))
+      }
+    })()
+    try {
+      return await Promise.race([ask, late])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   health(): WorkerHealth {
@@ -268,6 +310,11 @@ export class Worker {
       this.#tally.batches++
       this.#tally.stored += outcome.inserted
       this.#tally.duplicates += outcome.stored.length - outcome.inserted
+      this.#lastStoredAt = Date.now()
+      this.#metrics?.stored.inc(outcome.inserted)
+      this.#metrics?.duplicates.inc(outcome.stored.length - outcome.inserted)
+      this.#metrics?.batches.inc()
+      this.#metrics?.batchSize.observe(items.length)
       this.#tally.lagMs = Date.now() - Date.parse((items[0] as Item).message.received_at)
       this.#log.debug({ stored: outcome.stored.length, inserted: outcome.inserted }, 'batch stored')
     }
@@ -294,18 +341,28 @@ export class Worker {
   async #storeWithRetry(items: Item[], ledger: Ledger) {
     for (let attempt = 0; ; attempt++) {
       try {
+        const started = performance.now()
         const outcome = await this.#store.insert(items, (item) => toRow(item.message))
-        if (attempt > 0) this.#log.info({ attempt }, 'the database is available again')
+        this.#metrics?.insertSeconds.observe((performance.now() - started) / 1000)
+        if (attempt > 0) {
+          this.#log.info({ attempt }, 'the database is available again')
+          this.#heldBatches--
+        }
         this.#databaseReady = true
         return outcome
       } catch (err) {
         this.#databaseReady = false
+        this.#metrics?.retries.inc()
+        if (attempt === 0) this.#heldBatches++
         const delay = backoffDelay(attempt, this.#config.CONSUMER_RETRY_MAX_MS)
         this.#log.warn(
           { ...failure(err), attempt, delay, held: items.length },
           'could not store the batch; holding it and retrying',
         )
-        if (!(await sleep(delay, ledger.signal, this.#gaveUp.signal))) return undefined
+        if (!(await sleep(delay, ledger.signal, this.#gaveUp.signal))) {
+          this.#heldBatches--
+          return undefined
+        }
       }
     }
   }
@@ -323,6 +380,7 @@ export class Worker {
     try {
       await Promise.all(letters.map((letter) => publishDeadLetter(ledger.channel, this.#topology, letter, msg)))
       this.#tally.deadLettered += letters.length
+      for (const letter of letters) this.#metrics?.deadLettered.inc({ kind: letter.kind })
       return true
     } catch (err) {
       this.#log.warn({ error: (err as Error).message, messageId }, 'could not dead-letter; the broker will redeliver')

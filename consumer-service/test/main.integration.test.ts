@@ -17,6 +17,7 @@ describe('configuration', () => {
   it.each([
     ['HEALTH_PORT', 'x'],
     ['HEALTH_PORT', '0'],
+    ['METRICS_ENABLED', 'maybe'],
     ['CONSUMER_STALL_TIMEOUT_MS', '10'],
     ['MYSQL_PORT', '0'],
     ['CONSUMER_BATCH_SIZE', '0'],

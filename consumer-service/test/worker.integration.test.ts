@@ -6,10 +6,19 @@ import type { ChannelModel, ConfirmChannel, GetMessage } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino, type Logger } from 'pino'
 import { BATCH_MESSAGE_TYPE, deleteTopology, messageProperties, topologyFor, type QueueMessage } from 'event-contract'
-import { broker, connectBroker, TcpProxy, uniqueName, waitFor, type Address } from '../../test-support/index.js'
+import {
+  broker,
+  connectBroker,
+  metricValue,
+  TcpProxy,
+  uniqueName,
+  waitFor,
+  type Address,
+} from '../../test-support/index.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 import { readConfig } from '../src/config.js'
 import { buildHealthApp } from '../src/health.js'
+import { createConsumerMetrics, observeWorker } from '../src/metrics.js'
 import { Store } from '../src/store.js'
 import { Worker } from '../src/worker.js'
 
@@ -94,8 +103,10 @@ async function startConsumer(options: StackOptions = {}) {
   const logger = options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
   const store = Store.fromConfig(config, logger)
   await store.applySchema()
-  const worker = new Worker({ config, store, logger, summaryIntervalMs: options.summaryIntervalMs })
-  const health = await buildHealthApp({ worker, store, logger })
+  const metrics = createConsumerMetrics()
+  const worker = new Worker({ config, store, logger, summaryIntervalMs: options.summaryIntervalMs, metrics })
+  observeWorker(metrics, worker)
+  const health = await buildHealthApp({ worker, store, logger, metrics })
   await worker.start()
   await worker.waitForConnect()
   // Consuming starts once the database is prepared: tests start from there.
@@ -106,6 +117,11 @@ async function startConsumer(options: StackOptions = {}) {
     await store.close()
   })
   return { queue, databaseName, worker, health, store }
+}
+
+/** The consumer's metrics as GET /metrics serves them. */
+async function scrape(health: Awaited<ReturnType<typeof buildHealthApp>>) {
+  return (await health.inject('/metrics')).body
 }
 
 interface StoredRow {
@@ -594,5 +610,54 @@ describe('logs', () => {
     expect(JSON.stringify(retry).split(text).length - 1).toBe(1)
     await proxy.restore()
     await waitFor(async () => (await rowCount(databaseName)) === 31, { what: '31 rows' })
+  })
+})
+
+describe('metrics', () => {
+  it('count stored rows, duplicates, batches, dead letters by kind, and read the queue depths', async () => {
+    const { queue, databaseName, health } = await startConsumer()
+    const sent = [event(), event(), event()]
+    for (const e of [...sent, sent[0] as QueueMessage]) await publish(queue, e)
+    await publish(queue, Buffer.from('not JSON'))
+    await waitFor(async () => (await rowCount(databaseName)) === 3, { what: 'three rows' })
+    await waitFor(
+      async () =>
+        metricValue(await scrape(health), 'consumer_events_dead_lettered_total', { kind: 'validation' }) === 1,
+      {
+        what: 'the dead letter counted',
+      },
+    )
+    await waitFor(async () => metricValue(await scrape(health), 'consumer_events_duplicate_total') === 1, {
+      what: 'the duplicate counted',
+    })
+    const text = await scrape(health)
+    expect(metricValue(text, 'consumer_events_stored_total')).toBe(3)
+    expect(metricValue(text, 'consumer_batches_total')).toBeGreaterThanOrEqual(1)
+    expect(metricValue(text, 'consumer_batch_size_sum')).toBe(4)
+    expect(metricValue(text, 'consumer_insert_seconds_count')).toBe(metricValue(text, 'consumer_batches_total'))
+    expect(metricValue(text, 'consumer_seconds_since_last_store')).toBeLessThan(10)
+    expect(metricValue(text, 'consumer_queue_messages', { queue: 'main' })).toBe(0)
+    expect(metricValue(text, 'consumer_queue_messages', { queue: 'dead_letter' })).toBe(1)
+    expect(metricValue(text, 'process_resident_memory_bytes')).toBeGreaterThan(0)
+  })
+
+  it('show a database outage: retries counted, a batch held, then none', async () => {
+    const proxy = await new TcpProxy({ host: database.host, port: database.port }).start()
+    cleanups.push(() => proxy.stop())
+    const { queue, databaseName, health } = await startConsumer({ databaseAt: proxy })
+    await proxy.cut()
+    try {
+      await publish(queue, event())
+      await waitFor(async () => (metricValue(await scrape(health), 'consumer_database_retries_total') ?? 0) >= 2, {
+        what: 'retries counted',
+      })
+      expect(metricValue(await scrape(health), 'consumer_batches_held')).toBe(1)
+      expect(metricValue(await scrape(health), 'consumer_events_stored_total')).toBe(0)
+    } finally {
+      await proxy.restore()
+    }
+    await waitFor(async () => (await rowCount(databaseName)) === 1, { what: 'the row' })
+    await waitFor(async () => metricValue(await scrape(health), 'consumer_batches_held') === 0, { what: 'none held' })
+    expect(metricValue(await scrape(health), 'consumer_events_stored_total')).toBe(1)
   })
 })

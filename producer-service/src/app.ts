@@ -14,8 +14,9 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import secureJson from 'secure-json-parse'
 import Type from 'typebox'
 import type { QueueMessage } from 'event-contract'
-import { PublishError } from './errors.js'
+import { PublishError, type PublishErrorCode } from './errors.js'
 import { EventValidationError, eventRoutes, INVALID_EVENT_MESSAGE, UNSUPPORTED_CHARSET } from './events.js'
+import { metricsPlugin, observePublisher, type ProducerMetrics } from './metrics.js'
 import type { EventPublisher } from './publisher.js'
 
 export { INVALID_EVENT_MESSAGE }
@@ -32,10 +33,12 @@ export interface AppOptions {
   batchMaxEvents?: number
   /** Largest /batch body, decompressed. */
   batchBodyLimit?: number
+  /** Prometheus metrics, served on GET /metrics; none when absent. */
+  metrics?: ProducerMetrics
 }
 
 /** Why events were not queued (a PublishError's code and cause), for the request's log line. */
-const failures = new WeakMap<FastifyRequest, { error: string; cause?: string }>()
+const failures = new WeakMap<FastifyRequest, { error: PublishErrorCode; cause?: string }>()
 
 /** The event_id (or, for a batch, the event_ids) a request's validated body carries. */
 function eventIdsOf(request: FastifyRequest): { event_id?: string } | { event_ids: string[] } {
@@ -83,6 +86,7 @@ export async function buildApp({
   bodyLimit = 65536,
   batchMaxEvents = 1000,
   batchBodyLimit = 1024 * 1024,
+  metrics,
 }: AppOptions) {
   const app = Fastify({
     loggerInstance: logger,
@@ -104,6 +108,7 @@ export async function buildApp({
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body.length === 0) return done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY(), undefined)
+    metrics?.bodyBytes.observe(Buffer.byteLength(body))
     try {
       done(null, secureJson.parse(body, { protoAction: 'error', constructorAction: 'error' }))
     } catch (err) {
@@ -197,6 +202,11 @@ export async function buildApp({
     if (allowed.length === 0) return reply.code(404).send({ detail: 'Not Found' })
     return reply.code(405).header('allow', allowed.join(', ')).send({ detail: 'Method Not Allowed' })
   })
+
+  if (metrics) {
+    observePublisher(metrics, publisher)
+    metricsPlugin(app, metrics, (request) => failures.get(request)?.error)
+  }
 
   eventRoutes(app, {
     publisher,

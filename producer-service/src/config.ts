@@ -16,6 +16,8 @@ export const ConfigSchema = Type.Object({
    * requests in flight at SIGTERM are answered within the 10 s shutdown grace.
    */
   PUBLISH_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 8000, default: 5000 }),
+  /** Serve Prometheus metrics on GET /metrics (on by default). */
+  METRICS_ENABLED: Type.Boolean({ default: true }),
   /** Unconfirmed publishes allowed at once; past it the API answers 503. */
   PUBLISH_MAX_IN_FLIGHT: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000 }),
 })

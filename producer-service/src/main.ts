@@ -3,17 +3,24 @@ import closeWithGrace from 'close-with-grace'
 import { configOrExit, createLogger } from 'event-contract'
 import { buildApp } from './app.js'
 import { readConfig } from './config.js'
+import { createProducerMetrics } from './metrics.js'
 import { AmqpPublisher } from './publisher.js'
 
 const config = configOrExit(readConfig)
 const logger = createLogger('producer-service', config.LOG_LEVEL)
-const publisher = new AmqpPublisher({ config, logger })
+const metrics = config.METRICS_ENABLED ? createProducerMetrics() : undefined
+const publisher = new AmqpPublisher({
+  config,
+  logger,
+  onConfirm: (seconds) => metrics?.confirmSeconds.observe(seconds),
+})
 const app = await buildApp({
   publisher,
   logger,
   bodyLimit: config.BODY_LIMIT_BYTES,
   batchMaxEvents: config.BATCH_MAX_EVENTS,
   batchBodyLimit: config.BATCH_BODY_LIMIT_BYTES,
+  metrics,
 })
 
 closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {

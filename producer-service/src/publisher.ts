@@ -27,6 +27,8 @@ export interface EventPublisher {
   publishBatch(messages: QueueMessage[]): Promise<void>
   /** The `checks.rabbitmq` value of `/health`: `up` or why not. */
   health(): PublisherHealth
+  /** Events published and not yet answered by the broker. */
+  readonly inFlight: number
 }
 
 export type PublisherHealth = 'up' | 'down' | 'blocked' | 'queue missing'
@@ -37,6 +39,8 @@ const CLOSE_WAIT_MS = 1000
 export interface AmqpPublisherOptions {
   config: BrokerConfig & { PUBLISH_TIMEOUT_MS: number; PUBLISH_MAX_IN_FLIGHT: number }
   logger: Logger
+  /** Told how long each confirm took (for a latency histogram). */
+  onConfirm?: (seconds: number) => void
 }
 
 export class AmqpPublisher implements EventPublisher {
@@ -57,8 +61,11 @@ export class AmqpPublisher implements EventPublisher {
   /** messageIds the broker returned as unroutable; their confirm must not count as success. */
   readonly #returned = new Set<string>()
 
-  constructor({ config, logger }: AmqpPublisherOptions) {
+  readonly #onConfirm: (seconds: number) => void
+
+  constructor({ config, logger, onConfirm = () => {} }: AmqpPublisherOptions) {
     this.#config = config
+    this.#onConfirm = onConfirm
     this.#log = logger.child({ component: 'publisher' })
     this.#topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
   }
@@ -103,6 +110,10 @@ export class AmqpPublisher implements EventPublisher {
   /** Resolves on the first successful connection (for tests and tools). */
   async waitForConnect(): Promise<void> {
     await this.#broker?.connection.waitForConnect()
+  }
+
+  get inFlight(): number {
+    return this.#inFlight
   }
 
   health(): PublisherHealth {
@@ -150,6 +161,7 @@ export class AmqpPublisher implements EventPublisher {
     // with an error), never at the timeout: until then the message may sit in amqplib's
     // buffers, and the cap on slots is what bounds them.
     this.#inFlight += weight
+    const started = performance.now()
     return new Promise<void>((resolve, reject) => {
       let answered = false
       const answer = (err?: PublishError) => {
@@ -162,6 +174,7 @@ export class AmqpPublisher implements EventPublisher {
       const timer = setTimeout(() => answer(new PublishError('CONFIRM_TIMEOUT')), this.#config.PUBLISH_TIMEOUT_MS)
       const confirmed = (err: Error | null) => {
         this.#inFlight -= weight
+        if (!err) this.#onConfirm((performance.now() - started) / 1000)
         // A returned message is confirmed too, after its return: it reached no queue.
         if (this.#returned.delete(messageId)) answer(new PublishError('BROKER_UNROUTABLE'))
         else if (!err) answer()

@@ -9,6 +9,7 @@ export class FakePublisher implements EventPublisher {
   batches: QueueMessage[][] = []
   failWith: PublishErrorCode | undefined
   state: PublisherHealth = 'up'
+  inFlight = 0
 
   async publish(message: QueueMessage): Promise<void> {
     if (this.failWith) throw new PublishError(this.failWith)

@@ -18,6 +18,7 @@ describe('configuration', () => {
     ['PUBLISH_TIMEOUT_MS', '-5'],
     ['PUBLISH_TIMEOUT_MS', '9000'], // past the 10 s shutdown grace, with the close around it
     ['PORT', '0'],
+    ['METRICS_ENABLED', 'maybe'],
   ])('exits 1 naming %s when it is %j', async (name, value) => {
     const proc = run({ [name]: value })
     expect(await proc.exited).toBe(1)

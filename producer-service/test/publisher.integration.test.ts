@@ -3,9 +3,18 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { Channel, ChannelModel } from 'amqplib'
 import { pino } from 'pino'
 import { deleteTopology, topologyFor } from 'event-contract'
-import { broker, connectBroker, TcpProxy, uniqueName, waitFor, type Address } from '../../test-support/index.js'
+import {
+  broker,
+  connectBroker,
+  metricValue,
+  TcpProxy,
+  uniqueName,
+  waitFor,
+  type Address,
+} from '../../test-support/index.js'
 import { buildApp } from '../src/app.js'
 import { readConfig } from '../src/config.js'
+import { createProducerMetrics } from '../src/metrics.js'
 import { AmqpPublisher, socketOf } from '../src/publisher.js'
 
 const seed = {
@@ -44,8 +53,9 @@ async function startStack(brokerAt: Address = broker, env: Record<string, string
     ...env,
   })
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
-  const publisher = new AmqpPublisher({ config, logger })
-  const app = await buildApp({ publisher, logger })
+  const metrics = createProducerMetrics()
+  const publisher = new AmqpPublisher({ config, logger, onConfirm: (s) => metrics.confirmSeconds.observe(s) })
+  const app = await buildApp({ publisher, logger, metrics })
   await publisher.start()
   await publisher.waitForConnect()
   const stop = async () => {
@@ -202,6 +212,26 @@ describe('with the broker unreachable', () => {
     expect(after.statusCode).toBe(202)
     const message = await waitFor(() => channel.get(stack.queue, { noAck: false }), { what: 'a message' })
     channel.ack(message)
+  })
+
+  it('shows the outage in its metrics: broker down, events rejected as broker_unavailable', async () => {
+    stack = await startStack(proxy)
+    expect((await track(stack.app)).statusCode).toBe(202)
+    const before = (await stack.app.inject('/metrics')).body
+    expect(metricValue(before, 'producer_broker_up')).toBe(1)
+    expect(metricValue(before, 'producer_publish_confirm_seconds_count')).toBe(1)
+
+    await proxy.cut()
+    try {
+      await waitFor(async () => (await stack.app.inject('/health')).statusCode === 503, { what: '/health 503' })
+      expect((await track(stack.app)).statusCode).toBe(500)
+      const during = (await stack.app.inject('/metrics')).body
+      expect(metricValue(during, 'producer_broker_up')).toBe(0)
+      expect(metricValue(during, 'producer_events_rejected_total', { reason: 'broker_unavailable' })).toBe(1)
+      expect(metricValue(during, 'producer_publishes_in_flight')).toBe(0)
+    } finally {
+      await proxy.restore()
+    }
   })
 
   it('fails publishes awaiting confirms when the connection drops, never hangs', async () => {
