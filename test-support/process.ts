@@ -12,9 +12,9 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
 
-export function spawnService(script: string, env: Record<string, string>): ServiceProcess {
+export function spawnService(script: string, env: Record<string, string>, args: string[] = []): ServiceProcess {
   if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first`)
-  const child = spawn(process.execPath, [script], {
+  const child = spawn(process.execPath, [script, ...args], {
     env: { PATH: process.env.PATH, LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
