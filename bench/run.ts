@@ -75,14 +75,26 @@ async function load(
   run: string,
   args: string[],
   env: Record<string, string>,
-  options: { connections?: number; path?: string; body?: string; eventsPerRequest?: number } = {},
+  options: {
+    connections?: number
+    path?: string
+    body?: string
+    eventsPerRequest?: number
+    /** Scrape GET /metrics once a second during the load, as a (busy) Prometheus would. */
+    scrape?: boolean
+  } = {},
 ): Promise<Row & LoadResult> {
   const port = String(18_100 + rows.length)
   const service = startService(args, { ...env, PORT: port, HOST: '127.0.0.1' })
   const url = `http://127.0.0.1:${port}`
   await waitForHttp(`${url}/health`)
   await postLoad(url, { ...options, seconds: 2 }) // warm-up
-  const result = await postLoad(url, { ...options, seconds, onTick: () => service.sampleRss() })
+  let ticks = 0
+  const onTick = () => {
+    service.sampleRss()
+    if (options.scrape && ticks++ % 4 === 0) void fetch(`${url}/metrics`).then((res) => res.text())
+  }
+  const result = await postLoad(url, { ...options, seconds, onTick })
   await service.stop()
   const perRequest = options.eventsPerRequest ?? 1
   return {
@@ -268,7 +280,20 @@ const confirmServer = await withQueue((queue) =>
   ),
 )
 const producer = await withQueue((queue) =>
-  load('producer /track, LOG_LEVEL=warn', ['producer-service/dist/main.js'], producerEnv(queue)),
+  load(
+    'producer /track, LOG_LEVEL=warn, metrics scraped every second',
+    ['producer-service/dist/main.js'],
+    producerEnv(queue),
+    {
+      scrape: true,
+    },
+  ),
+)
+const producerNoMetrics = await withQueue((queue) =>
+  load('producer /track, LOG_LEVEL=warn, METRICS_ENABLED=false', ['producer-service/dist/main.js'], {
+    ...producerEnv(queue),
+    METRICS_ENABLED: 'false',
+  }),
 )
 const producerInfo = await withQueue((queue) =>
   load('producer /track, LOG_LEVEL=info', ['producer-service/dist/main.js'], {
@@ -318,6 +343,11 @@ target(
   'producer /track >= 0.9 x minimal Fastify + confirm',
   producer.perSecond / confirmServer.perSecond,
   producer.perSecond >= 0.9 * confirmServer.perSecond,
+)
+target(
+  'producer /track with metrics >= 0.95 x without',
+  producer.perSecond / producerNoMetrics.perSecond,
+  producer.perSecond >= 0.95 * producerNoMetrics.perSecond,
 )
 target('producer /track p99 < 50 ms', producer.p99Ms ?? 0, (producer.p99Ms ?? 0) < 50, 0)
 target('producer never fails under load', producer.failures ?? 0, producer.failures === 0 && batch.failures === 0, 0)

@@ -12,9 +12,19 @@ const compose = parse(readFileSync(`${root}docker-compose.yml`, 'utf8'))
 const services = compose.services
 
 describe('docker-compose.yml', () => {
-  it('has the original service names and no version key', () => {
-    expect(Object.keys(services).sort()).toEqual(['consumer-service', 'mysql', 'producer-service', 'rabbitmq'])
+  it('has the original service names and no version key; anything else is an optional profile', () => {
+    const always = Object.keys(services).filter((name) => !services[name].profiles)
+    expect(always.sort()).toEqual(['consumer-service', 'mysql', 'producer-service', 'rabbitmq'])
     expect(compose).not.toHaveProperty('version')
+  })
+
+  it('offers Prometheus, scraping both services, as the monitoring profile', () => {
+    expect(services.prometheus.profiles).toEqual(['monitoring'])
+    const config = parse(readFileSync(`${root}monitoring/prometheus.yml`, 'utf8'))
+    const targets = config.scrape_configs.flatMap((job: { static_configs: { targets: string[] }[] }) =>
+      job.static_configs.flatMap((c) => c.targets),
+    )
+    expect(targets.sort()).toEqual(['consumer-service:8001', 'producer-service:8000'])
   })
 
   it('runs RabbitMQ with the management plugin and a healthcheck', () => {
