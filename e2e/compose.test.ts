@@ -18,6 +18,11 @@ describe('docker-compose.yml', () => {
     expect(compose).not.toHaveProperty('version')
   })
 
+  it('offers Redis for shared rate-limit counters as the redis profile', () => {
+    expect(services.redis.profiles).toEqual(['redis'])
+    expect(services['producer-service'].environment.RATE_LIMIT_REDIS_URL).toBe('${RATE_LIMIT_REDIS_URL:-}')
+  })
+
   it('offers Prometheus, scraping both services, as the monitoring profile', () => {
     expect(services.prometheus.profiles).toEqual(['monitoring'])
     const config = parse(readFileSync(`${root}monitoring/prometheus.yml`, 'utf8'))

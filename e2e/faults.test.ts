@@ -474,6 +474,40 @@ describe('faults', () => {
     expect(healthy).toBe(true)
     expect(ready).toBe(0)
   })
+
+  it('wrong keys: 2,000 valid events with a wrong or no key all get a 401, and nothing is queued', async () => {
+    const key = randomUUID()
+    const s = await start({ consumer: false, producerEnv: { API_KEYS: key } })
+    const wrong = (i: number): Record<string, string> =>
+      [
+        {},
+        { authorization: `Bearer ${key}x` },
+        { 'x-api-key': key.toUpperCase() },
+        { authorization: `Basic ${Buffer.from(`${key.slice(1)}:`).toString('base64')}` },
+        { authorization: key },
+      ][i % 5] as Record<string, string>
+    const statuses = new Map<number, number>()
+    let next = 0
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (next < 2000) {
+          const i = next++
+          const res = await fetch(`${s.api}/api/v1/events/track`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', ...wrong(i) },
+            body: JSON.stringify(event(i)),
+          })
+          await res.arrayBuffer()
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
+        }
+      }),
+    )
+    const { ready } = await s.queueDepth()
+    report('wrong keys', { requests: 2000, byStatus: Object.fromEntries(statuses), queued: ready })
+    expect(Object.fromEntries(statuses)).toEqual({ 401: 2000 })
+    expect(ready).toBe(0)
+    expect((await s.post(event(0), { headers: { authorization: `Bearer ${key}` } })).status).toBe(202)
+  })
 })
 
 function summary(result: { accepted: number; stored: number; missing: string[]; duplicated: string[] }) {

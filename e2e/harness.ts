@@ -129,12 +129,12 @@ export class System {
 
   async post(
     body: unknown,
-    init: { contentType?: string; raw?: string | Buffer; path?: string } = {},
+    init: { contentType?: string; raw?: string | Buffer; path?: string; headers?: Record<string, string> } = {},
   ): Promise<PostOutcome> {
     try {
       const res = await fetch(`${this.api}${init.path ?? '/api/v1/events/track'}`, {
         method: 'POST',
-        headers: { 'content-type': init.contentType ?? 'application/json' },
+        headers: { 'content-type': init.contentType ?? 'application/json', ...init.headers },
         body: init.raw ?? JSON.stringify(body),
       })
       const text = await res.text()

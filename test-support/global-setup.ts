@@ -1,12 +1,13 @@
 // Before any test: the RabbitMQ and MySQL the tests use must answer. If they do not (or when
 // TEST_CONTAINERS=1 asks for it), start them with testcontainers from the images
 // docker-compose.yml names, and point every test at them through the variables the tests read.
-// TEST_SERVICES=rabbitmq says a run needs the broker only (the producer's own tests).
+// TEST_SERVICES names what a run needs (default rabbitmq,mysql,redis; the producer's own tests
+// need rabbitmq only). Redis, for the shared rate limit, is started only when it does not answer.
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { parse } from 'yaml'
 import type { StartedTestContainer } from 'testcontainers'
-import { broker, connectBroker, database, waitFor, type Address } from './index.js'
+import { broker, connectBroker, database, redis, waitFor, type Address } from './index.js'
 
 const MYSQL_ROOT_PASSWORD = 'test_root_password'
 const STARTED = 'TEST_CONTAINERS_STARTED'
@@ -16,13 +17,15 @@ export default async function setup(): Promise<(() => Promise<void>) | undefined
   if (process.env[STARTED]) return undefined
   process.env[STARTED] = 'yes'
   const forced = process.env.TEST_CONTAINERS === '1'
-  const needed = [
-    { name: 'RabbitMQ', at: broker, start: startRabbitMq },
-    ...(process.env.TEST_SERVICES === 'rabbitmq' ? [] : [{ name: 'MySQL', at: database, start: startMySql }]),
+  const wanted = (process.env.TEST_SERVICES || 'rabbitmq,mysql,redis').split(',')
+  const services = [
+    { id: 'rabbitmq', name: 'RabbitMQ', at: broker, start: startRabbitMq, force: forced },
+    { id: 'mysql', name: 'MySQL', at: database, start: startMySql, force: forced },
+    { id: 'redis', name: 'Redis', at: redis, start: startRedis, force: false },
   ]
   const missing = []
-  for (const service of needed) {
-    if (forced || !(await answers(service.at))) missing.push(service)
+  for (const service of services.filter(({ id }) => wanted.includes(id))) {
+    if (service.force || !(await answers(service.at))) missing.push(service)
   }
   if (missing.length === 0) return undefined
   if (!forced) {
@@ -52,12 +55,25 @@ export default async function setup(): Promise<(() => Promise<void>) | undefined
   return stopAll
 }
 
-type Images = { rabbitmq: string; mysql: string }
+type Images = { rabbitmq: string; mysql: string; redis: string }
 
 /** The images of the compose file: the tests run against what `docker compose up` runs. */
 function composeImages(): Images {
   const compose = parse(readFileSync(new URL('../docker-compose.yml', import.meta.url), 'utf8'))
-  return { rabbitmq: compose.services.rabbitmq.image, mysql: compose.services.mysql.image }
+  const { rabbitmq, mysql, redis } = compose.services
+  return { rabbitmq: rabbitmq.image, mysql: mysql.image, redis: redis.image }
+}
+
+async function startRedis(images: Images): Promise<StartedTestContainer> {
+  const { GenericContainer, Wait } = await import('testcontainers')
+  const container = await new GenericContainer(images.redis)
+    .withExposedPorts(6379)
+    .withWaitStrategy(Wait.forListeningPorts())
+    .start()
+  const url = `redis://${container.getHost()}:${container.getMappedPort(6379)}`
+  Object.assign(process.env, { TEST_REDIS_URL: url })
+  Object.assign(redis, { host: container.getHost(), port: container.getMappedPort(6379) })
+  return container
 }
 
 async function startRabbitMq(images: Images): Promise<StartedTestContainer> {

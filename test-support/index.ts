@@ -28,6 +28,12 @@ export const database = {
   password: process.env.TEST_MYSQL_PASSWORD ?? process.env.MYSQL_PASSWORD ?? '',
 }
 
+/** The Redis of the rate-limit tests (TEST_REDIS_URL, redis://host:port). */
+export const redis = (() => {
+  const url = new URL(process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379')
+  return { host: url.hostname, port: Number(url.port || 6379) }
+})()
+
 /** A name no other test run uses: queues and databases are per test file. */
 export function uniqueName(prefix: string): string {
   return `${prefix}_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`

@@ -18,6 +18,14 @@ import { PublishError, type PublishErrorCode } from './errors.js'
 import { EventValidationError, eventRoutes, INVALID_EVENT_MESSAGE, UNSUPPORTED_CHARSET } from './events.js'
 import { metricsPlugin, observePublisher, type ProducerMetrics } from './metrics.js'
 import type { EventPublisher } from './publisher.js'
+import {
+  keyFingerprintOf,
+  RateLimitedError,
+  secure,
+  UnauthorizedError,
+  WWW_AUTHENTICATE,
+  type SecurityOptions,
+} from './security.js'
 
 export { INVALID_EVENT_MESSAGE }
 export const QUEUE_FAILED_MESSAGE = 'Failed to queue event'
@@ -35,6 +43,8 @@ export interface AppOptions {
   batchBodyLimit?: number
   /** Prometheus metrics, served on GET /metrics; none when absent. */
   metrics?: ProducerMetrics
+  /** Write keys, rate limit, CORS; open, unlimited and without CORS when absent. */
+  security?: SecurityOptions
 }
 
 /** Why events were not queued (a PublishError's code and cause), for the request's log line. */
@@ -68,6 +78,7 @@ class OneLinePerRequest extends LogController {
       statusCode: reply.statusCode,
       ms: reply.elapsedTime,
       ...about,
+      ...(keyFingerprintOf(request) ? { key: keyFingerprintOf(request) } : {}),
       ...failures.get(request),
     }
     if (reply.statusCode >= 500) reply.log.warn(line, 'request')
@@ -87,6 +98,7 @@ export async function buildApp({
   batchMaxEvents = 1000,
   batchBodyLimit = 1024 * 1024,
   metrics,
+  security = { apiKeys: [], rateLimitMax: 0, rateLimitWindowMs: 60_000, corsOrigins: [] },
 }: AppOptions) {
   const app = Fastify({
     loggerInstance: logger,
@@ -136,6 +148,7 @@ export async function buildApp({
     requestEncodings: ['gzip', 'deflate', 'br'],
   })
 
+  const secured = security.apiKeys.length > 0
   await app.register(swagger, {
     openapi: {
       info: {
@@ -143,6 +156,18 @@ export async function buildApp({
         description: 'Accepts user activity events; a 202 means RabbitMQ has the event on disk.',
         version: '1.0.0',
       },
+      // The three forms a write key may take, so that /docs can send one.
+      ...(secured
+        ? {
+            components: {
+              securitySchemes: {
+                bearerAuth: { type: 'http', scheme: 'bearer', description: 'Authorization: Bearer <key>' },
+                basicAuth: { type: 'http', scheme: 'basic', description: 'The key as user name, no password' },
+                apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
+              },
+            },
+          }
+        : {}),
     },
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
@@ -150,6 +175,18 @@ export async function buildApp({
   app.setErrorHandler((err: FastifyError | Error, request, reply) => {
     if (err instanceof EventValidationError) {
       return reply.code(400).send({ detail: err.details, message: INVALID_EVENT_MESSAGE })
+    }
+    if (err instanceof UnauthorizedError) {
+      return reply
+        .code(401)
+        .header('www-authenticate', WWW_AUTHENTICATE)
+        .send({
+          detail: `${err.message}: send it as Authorization: Bearer <key>, Authorization: Basic base64(<key>:) or X-API-Key: <key>`,
+          message: 'Unauthorized',
+        })
+    }
+    if (err instanceof RateLimitedError) {
+      return reply.code(429).send({ detail: err.message, message: 'Too many requests' })
     }
     if (err instanceof PublishError) {
       const cause = err.cause instanceof Error ? { cause: err.cause.message } : {}
@@ -208,7 +245,15 @@ export async function buildApp({
     metricsPlugin(app, metrics, (request) => failures.get(request)?.error)
   }
 
+  const routeConfig = await secure(
+    app,
+    { ...security, onStoreError: () => metrics?.rateLimitStoreErrors.inc() },
+    logger,
+  )
+
   eventRoutes(app, {
+    routeConfig,
+    secured,
     publisher,
     batch: { maxEvents: batchMaxEvents, maxEventBytes: bodyLimit, bodyLimit: batchBodyLimit },
     closing: () => closing,

@@ -16,6 +16,17 @@ export const ConfigSchema = Type.Object({
    * requests in flight at SIGTERM are answered within the 10 s shutdown grace.
    */
   PUBLISH_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 8000, default: 5000 }),
+  /** Write keys, comma-separated; when set (or API_KEYS_FILE), /track and /batch need one. */
+  API_KEYS: Type.String({ default: '' }),
+  /** A file with one write key a line (Docker secrets); adds to API_KEYS. */
+  API_KEYS_FILE: Type.String({ default: '' }),
+  /** Requests per RATE_LIMIT_WINDOW_MS per key (per client address without keys); 0: no limit. */
+  RATE_LIMIT_MAX: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 0 }),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 100, maximum: 86_400_000, default: 60_000 }),
+  /** redis://host:port: several producers share their rate-limit counters there. */
+  RATE_LIMIT_REDIS_URL: Type.String({ default: '', pattern: '^(rediss?://.+)?$' }),
+  /** Origins a browser may post from, comma-separated, or *; empty: no CORS headers. */
+  CORS_ORIGINS: Type.String({ default: '' }),
   /** Serve Prometheus metrics on GET /metrics (on by default). */
   METRICS_ENABLED: Type.Boolean({ default: true }),
   /** Unconfirmed publishes allowed at once; past it the API answers 503. */

@@ -22,6 +22,10 @@ export interface EventRoutesOptions {
   batch: BatchLimits & { bodyLimit: number }
   /** True once the service is closing: new events get the documented 503. */
   closing: () => boolean
+  /** Route config of the ingestion routes (the rate limit's). */
+  routeConfig?: Record<string, unknown>
+  /** Whether the routes need a write key (declared in the OpenAPI document). */
+  secured?: boolean
 }
 
 /** JSON is UTF-8 (RFC 8259): a body declared in another charset would be decoded wrongly. */
@@ -40,15 +44,22 @@ function validatorOf<T>(parse: (body: unknown) => { ok: true; value: T } | { ok:
   }
 }
 
-export function eventRoutes(app: FastifyInstance, { publisher, batch, closing }: EventRoutesOptions): void {
+export function eventRoutes(
+  app: FastifyInstance,
+  { publisher, batch, closing, routeConfig = {}, secured = false }: EventRoutesOptions,
+): void {
+  const schemes: { [scheme: string]: string[] }[] = [{ bearerAuth: [] }, { basicAuth: [] }, { apiKey: [] }]
+  const security = secured ? { security: schemes } : {}
   app.post(
     '/api/v1/events/track',
     {
+      config: routeConfig,
       schema: {
         summary: 'Track a user activity event',
         description: 'Answers 202 only once RabbitMQ has confirmed the event. Unknown fields are ignored.',
         body: TrackBody,
         response: trackResponses,
+        ...security,
       },
       validatorCompiler: validatorOf((body) => parseEvent(body)),
       onRequest: utf8Only,
@@ -66,6 +77,7 @@ export function eventRoutes(app: FastifyInstance, { publisher, batch, closing }:
   app.post(
     '/api/v1/events/batch',
     {
+      config: routeConfig,
       bodyLimit: batch.bodyLimit,
       schema: {
         summary: 'Track many events in one request',
@@ -74,6 +86,7 @@ export function eventRoutes(app: FastifyInstance, { publisher, batch, closing }:
           'RabbitMQ has confirmed every event; on a 500 or 503, resend the same batch with the event_ids given.',
         body: BatchBody(batch.maxEvents),
         response: batchResponses,
+        ...security,
       },
       validatorCompiler: validatorOf((body) => parseBatch(body, batch)),
       onRequest: utf8Only,

@@ -5,6 +5,7 @@ import { buildApp } from './app.js'
 import { readConfig } from './config.js'
 import { createProducerMetrics } from './metrics.js'
 import { AmqpPublisher } from './publisher.js'
+import { securityFromConfig } from './security.js'
 
 const config = configOrExit(readConfig)
 const logger = createLogger('producer-service', config.LOG_LEVEL)
@@ -14,7 +15,9 @@ const publisher = new AmqpPublisher({
   logger,
   onConfirm: (seconds) => metrics?.confirmSeconds.observe(seconds),
 })
+const security = configOrExit(() => securityFromConfig(config))
 const app = await buildApp({
+  security,
   publisher,
   logger,
   bodyLimit: config.BODY_LIMIT_BYTES,

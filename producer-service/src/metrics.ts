@@ -8,6 +8,8 @@ import type { EventPublisher } from './publisher.js'
 /** Why events were not accepted: the `reason` label of producer_events_rejected_total. */
 export type RejectReason =
   | 'validation'
+  | 'unauthorized'
+  | 'rate_limited'
   | 'too_large'
   | 'unsupported_media_type'
   | 'broker_unavailable'
@@ -29,6 +31,8 @@ const PUBLISH_REASONS: Record<PublishErrorCode, RejectReason> = {
 
 const STATUS_REASONS: Record<number, RejectReason> = {
   400: 'validation',
+  401: 'unauthorized',
+  429: 'rate_limited',
   413: 'too_large',
   415: 'unsupported_media_type',
 }
@@ -67,6 +71,11 @@ export function createProducerMetrics() {
       name: 'producer_request_body_bytes',
       help: 'Size of request bodies, decompressed',
       buckets: [256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304],
+      registers,
+    }),
+    rateLimitStoreErrors: new client.Counter({
+      name: 'producer_rate_limit_store_errors_total',
+      help: 'Requests let through uncounted because the rate-limit store (Redis) failed',
       registers,
     }),
     confirmSeconds: new client.Histogram({
