@@ -62,7 +62,10 @@ async function connect(config: ReturnType<typeof readBrokerConfig>): Promise<Cha
   try {
     // Without noDelay, Nagle's algorithm holds each small frame back ~40 ms: a get, a publish
     // and its confirm per letter would crawl.
-    return await amqp.connect(brokerConnectOptions(config), { noDelay: true })
+    const connection = await amqp.connect(brokerConnectOptions(config), { noDelay: true })
+    // A dropped connection fails the command in progress (its await rejects); this is its echo.
+    connection.on('error', () => {})
+    return connection
   } catch (err) {
     throw new CliError(
       `RabbitMQ is not reachable at ${config.RABBITMQ_HOST}:${config.RABBITMQ_PORT}: ${(err as Error).message}`,

@@ -2,7 +2,7 @@
 // (re)connect a fresh channel with the topology declared, handed to the service.
 import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from 'amqplib'
 import type { Logger } from 'pino'
-import { brokerConnectOptions, type BrokerConfig } from './config.js'
+import { brokerAddresses, brokerConnectOptions, type BrokerConfig } from './config.js'
 import { assertTopology, isPreconditionFailed, topologyFor } from './topology.js'
 
 export interface BrokerConnectionOptions<C extends Channel> {
@@ -31,6 +31,19 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
   let current: C | undefined
 
   const setup = async (model: ChannelModel) => {
+    // Until setup returns, amqplib's recovery has no listener on the new connection: a drop
+    // now would be an 'error' nobody hears, and crash the process. This one hears it (setup
+    // then fails, and recovery tries again).
+    const duringSetup = (err: Error) => logger.warn({ error: err.message }, 'RabbitMQ connection lost while setting up')
+    model.on('error', duringSetup)
+    try {
+      await setupChannel(model)
+    } finally {
+      model.off('error', duringSetup)
+    }
+  }
+
+  const setupChannel = async (model: ChannelModel) => {
     const channel = await openChannel(model)
     channel.on('error', (err: Error) => logger.error({ err }, 'RabbitMQ channel error'))
     channel.on('handler-error', (err: Error, event: string) =>
@@ -59,13 +72,27 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
     await ready(channel)
   }
 
-  const connection = await amqp.connect(brokerConnectOptions(config), {
+  // Several nodes (a cluster): amqplib's recovery reads these options at every attempt, so the
+  // next node is tried after a failed attempt or a lost connection.
+  const addresses = brokerAddresses(config)
+  const target = brokerConnectOptions(config)
+  let node = 0
+  const nextNode = () => {
+    if (addresses.length < 2) return
+    node = (node + 1) % addresses.length
+    Object.assign(target, addresses[node])
+  }
+  const connection = await amqp.connect(target, {
     clientProperties: { connection_name: options.name },
     // Without it Nagle's algorithm holds small frames back: confirms and acks arrive later.
     noDelay: true,
     recovery: { waitForConnect: false, initialDelay: 100, maxDelay: 5000, setup },
   })
-  connection.on('connect', () => logger.info({ queue: topology.queue }, 'connected to RabbitMQ'))
+  connection.on('connect', () =>
+    logger.info({ queue: topology.queue, node: `${target.hostname}:${target.port}` }, 'connected to RabbitMQ'),
+  )
+  connection.on('disconnect', nextNode)
+  connection.on('connect-failed', nextNode)
   // An outage is expected: one line each, without a stack.
   connection.on('disconnect', (err: Error) =>
     logger.error({ error: err.message }, 'lost the RabbitMQ connection; reconnecting'),
