@@ -29,7 +29,7 @@ const CLOSE_TIMEOUT_MS = 2000
  * Anything else (connection lost, deadlock, lock wait timeout, too many connections, missing
  * table, access denied) is `transient`: the batch is held and retried.
  */
-export type FailureKind = 'data' | 'too-large' | 'transient'
+export type FailureKind = 'data' | 'too-large' | 'deadlock' | 'transient'
 
 const VALUE_ERRNOS = new Set([
   1265, // WARN_DATA_TRUNCATED (01000)
@@ -38,10 +38,15 @@ const VALUE_ERRNOS = new Set([
   3819, // ER_CHECK_CONSTRAINT_VIOLATED (HY000, MySQL)
 ])
 const ER_NET_PACKET_TOO_LARGE = 1153
+const ER_LOCK_DEADLOCK = 1213
+/** A deadlocked INSERT is retried at once this many times before it counts as transient. */
+const DEADLOCK_RETRIES = 3
 
 export function classifyFailure(err: unknown): FailureKind {
   const { errno, sqlState } = (err ?? {}) as { errno?: unknown; sqlState?: unknown }
   if (err instanceof RowTooLargeError || errno === ER_NET_PACKET_TOO_LARGE) return 'too-large'
+  // InnoDB rolled the statement back to break a cycle of locks: at once again is the cure.
+  if (errno === ER_LOCK_DEADLOCK || sqlState === '40001') return 'deadlock'
   if (typeof sqlState === 'string' && /^2[23]/.test(sqlState)) return 'data'
   if (typeof errno === 'number' && VALUE_ERRNOS.has(errno)) return 'data'
   return 'transient'
@@ -185,32 +190,49 @@ export class Store {
    */
   async insert<T>(items: T[], rowOf: (item: T) => Row): Promise<InsertOutcome<T>> {
     const outcome: InsertOutcome<T> = { stored: [], rejected: [], inserted: 0 }
-    await this.#insertOrSplit(items, rowOf, outcome)
+    // In event_id order: consumers inserting at once then take the unique index's locks in one
+    // order, and cannot deadlock each other.
+    const rows = items.map((item) => ({ item, row: rowOf(item) }))
+    rows.sort((a, b) => (a.row[0] < b.row[0] ? -1 : a.row[0] > b.row[0] ? 1 : 0))
+    await this.#insertOrSplit(rows, outcome)
     return outcome
   }
 
-  async #insertOrSplit<T>(items: T[], rowOf: (item: T) => Row, outcome: InsertOutcome<T>): Promise<void> {
-    if (items.length === 0) return
+  async #insertOrSplit<T>(rows: { item: T; row: Row }[], outcome: InsertOutcome<T>): Promise<void> {
+    if (rows.length === 0) return
     try {
       // Formatted here (mysql2 would do the same) so that its size is known before it is sent.
-      const sql = mysql.format(INSERT_SQL, [items.map(rowOf)])
+      const sql = mysql.format(INSERT_SQL, [rows.map(({ row }) => row)])
       const bytes = Buffer.byteLength(sql) + PACKET_OVERHEAD
       const limit = await this.#maxAllowedPacket()
       if (bytes > limit) throw new RowTooLargeError(bytes, limit)
-      const [result] = await this.#pool.query<ResultSetHeader>({ sql, timeout: QUERY_TIMEOUT_MS })
-      outcome.stored.push(...items)
+      const result = await this.#execute(sql)
+      for (const { item } of rows) outcome.stored.push(item)
       outcome.inserted += result.affectedRows
     } catch (err) {
       const kind = classifyFailure(err)
-      if (kind === 'transient') throw new TransientStoreError(err)
+      if (kind === 'transient' || kind === 'deadlock') throw new TransientStoreError(err)
       if (kind === 'too-large' && !(err instanceof RowTooLargeError)) this.#maxPacket = undefined
-      if (items.length === 1) {
-        outcome.rejected.push({ item: items[0] as T, err: err as Error })
+      if (rows.length === 1) {
+        outcome.rejected.push({ item: (rows[0] as { item: T }).item, err: err as Error })
         return
       }
-      const half = Math.ceil(items.length / 2)
-      await this.#insertOrSplit(items.slice(0, half), rowOf, outcome)
-      await this.#insertOrSplit(items.slice(half), rowOf, outcome)
+      const half = Math.ceil(rows.length / 2)
+      await this.#insertOrSplit(rows.slice(0, half), outcome)
+      await this.#insertOrSplit(rows.slice(half), outcome)
+    }
+  }
+
+  /** Runs an INSERT; a deadlock is retried at once, a few times, before it is thrown. */
+  async #execute(sql: string): Promise<ResultSetHeader> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const [result] = await this.#pool.query<ResultSetHeader>({ sql, timeout: QUERY_TIMEOUT_MS })
+        return result
+      } catch (err) {
+        if (classifyFailure(err) !== 'deadlock' || attempt >= DEADLOCK_RETRIES) throw err
+        this.#log.debug({ attempt }, 'deadlock; retrying the INSERT at once')
+      }
     }
   }
 

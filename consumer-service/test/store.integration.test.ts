@@ -70,4 +70,18 @@ describe('Store', () => {
   it('answers ping while the database is up', async () => {
     expect(await store.ping()).toBe(true)
   })
+
+  it('inserts a batch in event_id order, so that concurrent consumers lock the index in one order', async () => {
+    await store.applySchema()
+    const ids = ['c', 'a', 'd', 'b'].map((letter) => `${letter}${randomUUID().slice(1)}`)
+    const outcome = await store.insert(ids, (id) => row({ 0: id }))
+    expect(outcome.stored).toEqual([...ids].sort())
+    const connection = await connectDatabase(db.name)
+    const [rows] = await connection.query<RowDataPacket[]>(
+      'SELECT event_id FROM user_activities WHERE event_id IN (?) ORDER BY id',
+      [ids],
+    )
+    await connection.end()
+    expect(rows.map((r) => r.event_id)).toEqual([...ids].sort())
+  })
 })

@@ -46,13 +46,17 @@ describe('classifyFailure', () => {
     expect(classifyFailure(Object.assign(new Error('x'), { errno, sqlState }))).toBe('data')
   })
 
+  it('a deadlock is a deadlock (errno 1213, SQLSTATE 40001): retried at once', () => {
+    expect(classifyFailure(Object.assign(new Error('x'), { errno: 1213, sqlState: '40001' }))).toBe('deadlock')
+    expect(classifyFailure(Object.assign(new Error('x'), { sqlState: '40001' }))).toBe('deadlock')
+  })
+
   it('a statement over max_allowed_packet is too large: split, then dead-letter the row', () => {
     expect(classifyFailure(Object.assign(new Error('x'), { errno: 1153, sqlState: '08S01' }))).toBe('too-large')
     expect(classifyFailure(new RowTooLargeError(2_000_000, 1_048_576))).toBe('too-large')
   })
 
   it.each<[number | undefined, string | undefined, string]>([
-    [1213, '40001', 'deadlock'],
     [1205, 'HY000', 'lock wait timeout'],
     [1040, '08004', 'too many connections'],
     [1146, '42S02', 'no such table'],
