@@ -89,6 +89,7 @@ export class TcpProxy {
   readonly #bytesPerSecond: number | undefined
   readonly #sockets = new Set<net.Socket>()
   #server: net.Server | undefined
+  #frozen = false
   /** Where the services reach the proxy: this process, so never the proxied server's host. */
   readonly host = '127.0.0.1'
   port = 0
@@ -111,6 +112,11 @@ export class TcpProxy {
           upstream.destroy()
         })
       }
+      if (this.#frozen) {
+        client.pause()
+        upstream.pause()
+        return
+      }
       upstream.pipe(client)
       if (this.#bytesPerSecond) throttle(client, upstream, this.#bytesPerSecond)
       else client.pipe(upstream)
@@ -132,8 +138,25 @@ export class TcpProxy {
     if (server) await new Promise((resolve) => server.close(resolve))
   }
 
-  /** Accepts connections again, on the same port. */
+  /**
+   * Stops forwarding without closing anything: connections stay open and silent, like a broker
+   * node that hangs or a network that drops packets. New connections are accepted, and hang.
+   */
+  freeze(): void {
+    this.#frozen = true
+    for (const socket of this.#sockets) {
+      socket.unpipe()
+      socket.removeAllListeners('data')
+      socket.pause()
+    }
+  }
+
+  /** Accepts connections again, on the same port (a frozen proxy drops its hung ones first). */
   async restore(): Promise<void> {
+    if (this.#frozen) {
+      this.#frozen = false
+      for (const socket of this.#sockets) socket.destroy()
+    }
     if (!this.#server) await this.start()
   }
 

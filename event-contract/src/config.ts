@@ -12,7 +12,8 @@ export class ConfigError extends Error {
 
 /** Settings every service that talks to RabbitMQ reads, with the original's names and defaults. */
 export const BrokerConfigSchema = Type.Object({
-  RABBITMQ_HOST: Type.String({ minLength: 1, default: 'rabbitmq' }),
+  /** One host, or several (a cluster's nodes), comma-separated, each optionally with :port. */
+  RABBITMQ_HOST: Type.String({ minLength: 1, pattern: '^[^,\\s]+(,[^,\\s]+)*$', default: 'rabbitmq' }),
   RABBITMQ_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 5672 }),
   RABBITMQ_USER: Type.String({ minLength: 1, default: 'guest' }),
   RABBITMQ_PASS: Type.String({ default: 'guest' }),
@@ -50,12 +51,19 @@ export function loadConfig<P extends TProperties>(
   throw new ConfigError([...new Set(problems)])
 }
 
-/** The amqplib connection options for a broker config. */
+/** The nodes of RABBITMQ_HOST (`host` or `host:port`, comma-separated), in order. */
+export function brokerAddresses(config: BrokerConfig): { hostname: string; port: number }[] {
+  return config.RABBITMQ_HOST.split(',').map((entry) => {
+    const match = /^(.*?)(?::(\d+))?$/.exec(entry.trim()) as RegExpExecArray
+    return { hostname: match[1] as string, port: match[2] ? Number(match[2]) : config.RABBITMQ_PORT }
+  })
+}
+
+/** The amqplib connection options for a broker config (its first node). */
 export function brokerConnectOptions(config: BrokerConfig) {
   return {
     protocol: 'amqp',
-    hostname: config.RABBITMQ_HOST,
-    port: config.RABBITMQ_PORT,
+    ...(brokerAddresses(config)[0] as { hostname: string; port: number }),
     username: config.RABBITMQ_USER,
     password: config.RABBITMQ_PASS,
     // A dead broker is noticed within ~2 heartbeats instead of the server's 60 s.

@@ -58,6 +58,8 @@ export class AmqpPublisher implements EventPublisher {
   #queueMissing = false
   /** Publishes the broker has not answered yet, including those whose request timed out. */
   #inFlight = 0
+  /** When the channel last confirmed anything (or opened). */
+  #lastConfirmAt = Date.now()
   /** messageIds the broker returned as unroutable; their confirm must not count as success. */
   readonly #returned = new Set<string>()
 
@@ -90,6 +92,7 @@ export class AmqpPublisher implements EventPublisher {
         this.#blocked = false
         this.#writable = true
         this.#queueMissing = false
+        this.#lastConfirmAt = Date.now()
         this.#socket = socketOf(channel)
         this.#channel = channel
       },
@@ -171,9 +174,13 @@ export class AmqpPublisher implements EventPublisher {
         if (err) reject(err)
         else resolve()
       }
-      const timer = setTimeout(() => answer(new PublishError('CONFIRM_TIMEOUT')), this.#config.PUBLISH_TIMEOUT_MS)
+      const timer = setTimeout(() => {
+        answer(new PublishError('CONFIRM_TIMEOUT'))
+        this.#dropIfStalled(channel)
+      }, this.#config.PUBLISH_TIMEOUT_MS)
       const confirmed = (err: Error | null) => {
         this.#inFlight -= weight
+        this.#lastConfirmAt = Date.now()
         if (!err) this.#onConfirm((performance.now() - started) / 1000)
         // A returned message is confirmed too, after its return: it reached no queue.
         if (this.#returned.delete(messageId)) answer(new PublishError('BROKER_UNROUTABLE'))
@@ -192,6 +199,25 @@ export class AmqpPublisher implements EventPublisher {
       }
       this.#coalesceWrites()
     })
+  }
+
+  /**
+   * A channel that confirms nothing for a whole publish timeout while events wait is dead, though
+   * its socket may look alive (a cluster node that died mid-election, a network that drops
+   * packets): amqplib would notice only after two missed heartbeats, and a connection opened
+   * to a survivor just then may never be confirmed. Drop it: recovery connects again, to the
+   * next node when there are several. A slow broker still confirms, and is left alone.
+   */
+  #dropIfStalled(channel: ConfirmChannel): void {
+    if (this.#channel !== channel || this.#inFlight === 0) return
+    const silentMs = Date.now() - this.#lastConfirmAt
+    if (silentMs < this.#config.PUBLISH_TIMEOUT_MS) return
+    this.#log.warn(
+      { inFlight: this.#inFlight, silentMs },
+      'RabbitMQ has confirmed nothing for a whole publish timeout; dropping the connection',
+    )
+    this.#lastConfirmAt = Date.now()
+    socketOf(channel)?.destroy(new Error('no publisher confirm within the publish timeout'))
   }
 
   /**

@@ -249,3 +249,38 @@ describe('with the broker unreachable', () => {
     expect(messageCount).toBeGreaterThanOrEqual(accepted)
   })
 })
+
+describe('several broker nodes (RABBITMQ_HOST=a,b)', () => {
+  const a = new TcpProxy({ host: broker.host, port: broker.port })
+  const b = new TcpProxy({ host: broker.host, port: broker.port })
+  let stack: Awaited<ReturnType<typeof startStack>>
+
+  beforeAll(async () => {
+    await a.start()
+    await b.start()
+  })
+  afterAll(async () => {
+    await stack?.stop()
+    await a.stop()
+    await b.stop()
+  })
+
+  it('connects to the next node when one refuses, and leaves a node that stops confirming', async () => {
+    await a.cut()
+    stack = await startStack({ host: `${a.host}:${a.port},${b.host}:${b.port}`, port: broker.port })
+    expect((await track(stack.app)).statusCode).toBe(202)
+
+    // b hangs: its socket stays open but nothing comes back, as from a node dying mid-election.
+    await a.restore()
+    b.freeze()
+    const started = Date.now()
+    expect((await track(stack.app)).statusCode).toBe(500)
+    expect(Date.now() - started).toBeLessThan(2000)
+    // The producer drops b after a publish timeout without any confirm, and moves on to a.
+    await waitFor(async () => (await track(stack.app)).statusCode === 202, {
+      what: 'a 202 through the other node',
+      timeoutMs: 10_000,
+    })
+    expect((await stack.app.inject('/health')).json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up' } })
+  })
+})
