@@ -68,9 +68,7 @@ function postContinuously() {
 const accepted = (outcomes: PostOutcome[]) =>
   new Set(outcomes.filter((o) => o.status === 202).flatMap((o) => o.eventIds))
 
-async function stored(): Promise<number> {
-  return (await stack.storedIds()).length
-}
+const stored = () => stack.storedCount()
 
 /** Scales the consumers to `count` and times them draining `events` queued meanwhile. */
 async function drainRate(count: number, events: number): Promise<number> {
@@ -89,7 +87,7 @@ async function drainRate(count: number, events: number): Promise<number> {
       if (now > before && startedAt === 0) startedAt = Date.now()
       return now - before >= events
     },
-    { what: `${events} events drained by ${count}`, timeoutMs: 180_000, intervalMs: 100 },
+    { what: `${events} events drained by ${count}`, timeoutMs: 180_000, intervalMs: 20 },
   )
   return Math.round(events / ((Date.now() - startedAt) / 1000))
 }
@@ -131,16 +129,22 @@ async function run() {
   const rejoinSeconds = (Date.now() - startedAt) / 1000
   await new Promise((resolve) => setTimeout(resolve, 2000))
 
-  step('one of the two consumers killed mid-drain')
-  const burst: (PostOutcome & { at: number; ms: number })[] = []
-  for (let i = 0; i < 20_000; i += 500) {
+  const outcomes = await traffic.stop()
+
+  step('one of two consumers killed mid-drain')
+  await stack.compose('up', '-d', '--no-recreate', '--scale', 'consumer-service=0')
+  const before = await stored()
+  for (let i = 0; i < 50_000; i += 500) {
     const started = Date.now()
     const outcome = await stack.post(Array.from({ length: 500 }, (_, j) => scriptEvent(5_000_000 + i + j)))
-    burst.push({ ...outcome, at: Date.now(), ms: Date.now() - started })
+    outcomes.push({ ...outcome, at: Date.now(), ms: Date.now() - started })
   }
+  await stack.compose('up', '-d', '--no-recreate', '--scale', 'consumer-service=2')
+  await waitFor(async () => (await stored()) - before >= 2000, { what: 'the drain under way', intervalMs: 20 })
   const [victim] = await stack.containersOf('consumer-service')
   await output('docker', ['kill', victim as string])
-  const outcomes = [...(await traffic.stop()), ...burst]
+  const storedAtKill = (await stored()) - before
+  figures.killedConsumerAt = `${storedAtKill} of 50000`
 
   // Around the stop: the longest time without a 202, and what the failures were.
   const around = outcomes.filter((o) => o.at >= stoppedAt - 1000 && o.at <= electedAt + 5000)
@@ -176,7 +180,7 @@ async function run() {
 
   step('drain rate with 1, 2 and 3 consumers')
   const rates: Record<string, number> = {}
-  for (const count of [1, 2, 3]) rates[`${count}`] = await drainRate(count, 20_000)
+  for (const count of [1, 2, 3]) rates[`${count}`] = await drainRate(count, 100_000)
   figures.drainRowsPerSecond = rates
   step(`drain rows/s by consumers: ${JSON.stringify(rates)}`)
   const all = await stack.storedIds()

@@ -139,8 +139,7 @@ export class ComposeStack {
     }
   }
 
-  /** Every event_id in the table, as many times as it is there. */
-  async storedIds(): Promise<string[]> {
+  async #query(sql: string): Promise<RowDataPacket[]> {
     const connection = await mysql.createConnection({
       host: '127.0.0.1',
       port: this.ports.MYSQL_HOST_PORT,
@@ -149,11 +148,20 @@ export class ComposeStack {
       database: 'user_activity_db',
     })
     try {
-      const [rows] = await connection.query<RowDataPacket[]>('SELECT event_id FROM user_activities')
-      return rows.map((row) => row.event_id as string)
+      return (await connection.query<RowDataPacket[]>(sql))[0]
     } finally {
       await connection.end()
     }
+  }
+
+  /** Every event_id in the table, as many times as it is there. */
+  async storedIds(): Promise<string[]> {
+    return (await this.#query('SELECT event_id FROM user_activities')).map((row) => row.event_id as string)
+  }
+
+  /** The number of rows, cheaply (for polling a drain). */
+  async storedCount(): Promise<number> {
+    return Number((await this.#query('SELECT COUNT(*) AS n FROM user_activities'))[0]?.n)
   }
 
   /** Waits until every id in `accepted` is stored; returns how many are stored twice or more. */
