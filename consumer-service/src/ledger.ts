@@ -11,6 +11,8 @@ interface Entry {
   msg: ConsumeMessage
   stored: boolean
   since: number
+  /** The events it carries (a batch message many). */
+  events: number
 }
 
 export class Ledger {
@@ -19,6 +21,8 @@ export class Ledger {
   readonly #open = new Map<number, Entry>()
   readonly #lost = new AbortController()
   readonly #log: Logger
+  #events = 0
+  #bytes = 0
 
   constructor(channel: ConfirmChannel, logger: Logger) {
     this.channel = channel
@@ -34,14 +38,27 @@ export class Ledger {
     return this.#lost.signal.aborted
   }
 
+  /** What the unsettled deliveries weigh: their events and their bytes. */
+  get inHand(): { events: number; bytes: number } {
+    return { events: this.#events, bytes: this.#bytes }
+  }
+
   /** Since when the oldest unsettled delivery has waited (undefined: none). */
   get oldestSince(): number | undefined {
     for (const entry of this.#open.values()) return entry.since
     return undefined
   }
 
-  hold(msg: ConsumeMessage): void {
-    this.#open.set(msg.fields.deliveryTag, { msg, stored: false, since: Date.now() })
+  hold(msg: ConsumeMessage, events = 1): void {
+    this.#open.set(msg.fields.deliveryTag, { msg, stored: false, since: Date.now(), events })
+    this.#events += events
+    this.#bytes += msg.content.length
+  }
+
+  #forget(tag: number, entry: Entry): void {
+    this.#open.delete(tag)
+    this.#events -= entry.events
+    this.#bytes -= entry.msg.content.length
   }
 
   /** Marks deliveries stored and acks the run of stored ones at the front, in one frame. */
@@ -54,7 +71,7 @@ export class Ledger {
     let last: ConsumeMessage | undefined
     for (const [tag, entry] of this.#open) {
       if (!entry.stored) break
-      this.#open.delete(tag)
+      this.#forget(tag, entry)
       last = entry.msg
     }
     if (last) this.#send(() => this.channel.ack(last, true))
@@ -65,7 +82,7 @@ export class Ledger {
     if (this.lost) return
     for (const [tag, entry] of this.#open) {
       if (!entry.stored) continue
-      this.#open.delete(tag)
+      this.#forget(tag, entry)
       this.#send(() => this.channel.ack(entry.msg, false))
     }
   }
@@ -73,6 +90,8 @@ export class Ledger {
   /** The channel is gone: nothing can be settled on it any more. */
   lose(): void {
     this.#open.clear()
+    this.#events = 0
+    this.#bytes = 0
     this.#lost.abort()
   }
 

@@ -52,6 +52,8 @@ export function createConsumerMetrics() {
 
 /** What the gauges read from the worker at scrape time. */
 export interface WorkerGauges {
+  /** Events and message bytes delivered and not settled yet. */
+  readonly inHand: { events: number; bytes: number }
   /** Batches held while the database is unavailable. */
   readonly heldBatches: number
   /** When an event was last stored (ms since the epoch), or when the worker started. */
@@ -68,6 +70,14 @@ export function observeWorker(metrics: ConsumerMetrics, worker: WorkerGauges): v
     registers,
     collect() {
       this.set(worker.heldBatches)
+    },
+  })
+  new client.Gauge({
+    name: 'consumer_events_in_hand',
+    help: 'Events delivered and not yet settled (kept near CONSUMER_PREFETCH whatever the messages carry)',
+    registers,
+    collect() {
+      this.set(worker.inHand.events)
     },
   })
   new client.Gauge({

@@ -22,6 +22,10 @@ const MAX_BATCH_BYTES = 4 * 1024 * 1024
 const RETRY_BASE_MS = 100
 /** Longest wait between database pings while waiting to start consuming. */
 const PING_MAX_MS = 1000
+/** Message bytes in hand (unacknowledged) past which consuming pauses: 64 KiB events or batch messages. */
+const MAX_IN_HAND_BYTES = 16 * 1024 * 1024
+/** The prefetch of a new channel, before the messages' size is known. */
+const PREFETCH_START = 10
 /** Batches in flight: one is parsed while the other is inserted. */
 const BATCH_CONCURRENCY = 2
 /** At most one "still waiting for the database" line this often. */
@@ -115,6 +119,11 @@ export class Worker implements WorkerGauges {
   readonly #metrics: ConsumerMetrics | undefined
   #heldBatches = 0
   #lastStoredAt = Date.now()
+  /** The prefetch of the current consumer, and what the messages weigh on average (see #regulate). */
+  #prefetch = 0
+  #weight = { events: 0, bytes: 0 }
+  #flowChanging = false
+  readonly #maxInHandBytes: number
 
   /** `summaryIntervalMs`: how often an info line sums up what was stored (tests shorten it). */
   constructor({
@@ -123,13 +132,17 @@ export class Worker implements WorkerGauges {
     logger,
     summaryIntervalMs = 10_000,
     metrics,
+    maxInHandBytes = MAX_IN_HAND_BYTES,
   }: {
     config: WorkerConfig
     store: Store
     logger: Logger
     summaryIntervalMs?: number
     metrics?: ConsumerMetrics
+    /** Message bytes in hand past which the worker stops consuming for a while. */
+    maxInHandBytes?: number
   }) {
+    this.#maxInHandBytes = maxInHandBytes
     this.#config = config
     this.#store = store
     this.#metrics = metrics
@@ -170,6 +183,11 @@ export class Worker implements WorkerGauges {
   /** Resolves on the first successful connection (for tests and tools). */
   async waitForConnect(): Promise<void> {
     await this.#broker?.connection.waitForConnect()
+  }
+
+  /** Events and message bytes delivered and not settled yet. */
+  get inHand(): { events: number; bytes: number } {
+    return this.#ledger?.inHand ?? { events: 0, bytes: 0 }
   }
 
   get heldBatches(): number {
@@ -215,7 +233,9 @@ export class Worker implements WorkerGauges {
   }
 
   async #ready(channel: ConfirmChannel): Promise<void> {
-    await channel.prefetch(this.#config.CONSUMER_PREFETCH)
+    // Small until the messages' size is known: a queue may hold large batch messages.
+    this.#prefetch = Math.min(this.#config.CONSUMER_PREFETCH, PREFETCH_START)
+    await channel.prefetch(this.#prefetch)
     const ledger = new Ledger(channel, this.#log)
     this.#ledger = ledger
     void this.#consumeWhenStorable(ledger)
@@ -246,19 +266,70 @@ export class Worker implements WorkerGauges {
       }
     }
     if (quit.some((signal) => signal.aborted)) return
+    if (await this.#startConsuming(ledger)) this.#log.info({ queue: this.#topology.queue }, 'consuming')
+  }
+
+  /** Subscribes to the queue on the ledger's channel; false if it could not. */
+  async #startConsuming(ledger: Ledger): Promise<boolean> {
     try {
       const { consumerTag } = await ledger.channel.consume(this.#topology.queue, (msg) => this.#deliver(ledger, msg), {
         noAck: false,
       })
-      if (this.#stopped.signal.aborted) {
+      if (this.#stopped.signal.aborted || ledger.lost) {
         await ledger.channel.cancel(consumerTag)
-        return
+        return false
       }
       this.#consumerTag = consumerTag
-      this.#log.info({ queue: this.#topology.queue }, 'consuming')
+      return true
     } catch (err) {
       // The channel is closing with it; recovery opens a new one.
       this.#log.warn({ err }, 'could not start consuming')
+      return false
+    }
+  }
+
+  /**
+   * Keeps what is in hand near CONSUMER_PREFETCH events and MAX_IN_HAND_BYTES, whatever the
+   * messages carry. The broker's prefetch counts messages: CONSUMER_PREFETCH single events are
+   * small, as many batch messages or 64 KiB events are not. So the prefetch follows the size of
+   * the messages seen (starting small, since a queue may open with large ones); RabbitMQ applies
+   * a new prefetch to new consumers only, so a change is a cancel, a qos and a consume again.
+   */
+  #regulate(ledger: Ledger, msg?: ConsumeMessage, events = 1): void {
+    if (msg) {
+      const weight = this.#weight
+      weight.events = weight.events === 0 ? events : weight.events * 0.9 + events * 0.1
+      weight.bytes = weight.bytes === 0 ? msg.content.length : weight.bytes * 0.9 + msg.content.length * 0.1
+    }
+    if (this.#flowChanging || !this.#consumerTag || ledger.lost || this.#stopped.signal.aborted) return
+    const { events: perMessage, bytes } = this.#weight
+    const fits = Math.min(this.#config.CONSUMER_PREFETCH / perMessage, this.#maxInHandBytes / Math.max(1, bytes))
+    const target = Math.max(1, Math.min(this.#config.CONSUMER_PREFETCH, Math.floor(fits)))
+    if (
+      target < this.#prefetch / 2 ||
+      target > this.#prefetch * 2 ||
+      (target === this.#config.CONSUMER_PREFETCH && target !== this.#prefetch)
+    ) {
+      const consumerTag = this.#consumerTag
+      this.#consumerTag = undefined
+      this.#flowChanging = true
+      void (async () => {
+        try {
+          await ledger.channel.cancel(consumerTag)
+          await ledger.channel.prefetch(target)
+          this.#prefetch = target
+          this.#log.debug(
+            { prefetch: target, eventsPerMessage: perMessage, bytesPerMessage: bytes },
+            'prefetch changed',
+          )
+          await this.#startConsuming(ledger)
+        } catch (err) {
+          // The channel is going: recovery starts over on a new one.
+          this.#log.debug({ err }, 'could not change the prefetch')
+        } finally {
+          this.#flowChanging = false
+        }
+      })()
     }
   }
 
@@ -269,8 +340,10 @@ export class Worker implements WorkerGauges {
       ledger.channel.close().catch((err: unknown) => this.#log.debug({ err }, 'channel already closed'))
       return
     }
-    ledger.hold(msg)
     const parsed = parseQueueMessage(msg.content, msg.properties.type)
+    const events = parsed.ok ? Math.max(1, parsed.value.events.length) : 1
+    ledger.hold(msg, events)
+    this.#regulate(ledger, msg, events)
     this.#batcher.push(
       parsed.ok
         ? {

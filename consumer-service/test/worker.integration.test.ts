@@ -5,7 +5,14 @@ import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest'
 import type { ChannelModel, ConfirmChannel, GetMessage } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino, type Logger } from 'pino'
-import { BATCH_MESSAGE_TYPE, deleteTopology, messageProperties, topologyFor, type QueueMessage } from 'event-contract'
+import {
+  assertTopology,
+  BATCH_MESSAGE_TYPE,
+  deleteTopology,
+  messageProperties,
+  topologyFor,
+  type QueueMessage,
+} from 'event-contract'
 import {
   broker,
   connectBroker,
@@ -68,6 +75,7 @@ interface StackOptions {
   env?: Record<string, string>
   logger?: Logger
   summaryIntervalMs?: number
+  maxInHandBytes?: number
 }
 
 /** A worker (and its health server) on a queue and database of the test's own. */
@@ -104,7 +112,14 @@ async function startConsumer(options: StackOptions = {}) {
   const store = Store.fromConfig(config, logger)
   await store.applySchema()
   const metrics = createConsumerMetrics()
-  const worker = new Worker({ config, store, logger, summaryIntervalMs: options.summaryIntervalMs, metrics })
+  const worker = new Worker({
+    config,
+    store,
+    logger,
+    summaryIntervalMs: options.summaryIntervalMs,
+    metrics,
+    maxInHandBytes: options.maxInHandBytes,
+  })
   observeWorker(metrics, worker)
   const health = await buildHealthApp({ worker, store, logger, metrics })
   await worker.start()
@@ -136,7 +151,7 @@ async function rows(databaseName: string): Promise<StoredRow[]> {
   const connection = await connectDatabase(databaseName)
   try {
     const [result] = await connection.query<RowDataPacket[]>(
-      'SELECT event_id, user_id, event_type, `timestamp`, metadata FROM user_activities ORDER BY id',
+      'SELECT event_id, user_id, event_type, `timestamp`, metadata FROM user_activities ORDER BY event_id',
     )
     // mysql2 parses a JSON column on MySQL; on MariaDB it is LONGTEXT and arrives as text.
     return result.map((row) => ({
@@ -149,6 +164,11 @@ async function rows(databaseName: string): Promise<StoredRow[]> {
   } finally {
     await connection.end()
   }
+}
+
+/** Events in the order rows() returns them. */
+function byEventId<T extends { event_id: string }>(events: T[]): T[] {
+  return [...events].sort((a, b) => (a.event_id < b.event_id ? -1 : 1))
 }
 
 async function rowCount(databaseName: string): Promise<number> {
@@ -213,7 +233,7 @@ describe('storing', () => {
 
     const stored = await rows(databaseName)
     expect(stored).toEqual(
-      sent.map((e) => ({
+      byEventId(sent).map((e) => ({
         event_id: e.event_id,
         user_id: e.user_id,
         event_type: e.event_type,
@@ -273,7 +293,7 @@ describe('poison messages', () => {
       }),
       expect.objectContaining({ 'x-error-kind': 'validation', 'x-error': expect.stringContaining('user_id') }),
     ])
-    expect((await rows(databaseName)).map((r) => r.event_id)).toEqual(valid.map((e) => e.event_id))
+    expect((await rows(databaseName)).map((r) => r.event_id)).toEqual(byEventId(valid).map((e) => e.event_id))
     await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
   })
 
@@ -309,19 +329,14 @@ describe('poison messages', () => {
   })
 })
 
-describe('batch messages', () => {
-  async function publishBatch(queue: string, events: unknown[]) {
-    const batchId = randomUUID()
-    publisher.publish(
-      '',
-      queue,
-      Buffer.from(JSON.stringify({ events })),
-      messageProperties(batchId, BATCH_MESSAGE_TYPE),
-    )
-    await publisher.waitForConfirms()
-    return batchId
-  }
+async function publishBatch(queue: string, events: unknown[]) {
+  const batchId = randomUUID()
+  publisher.publish('', queue, Buffer.from(JSON.stringify({ events })), messageProperties(batchId, BATCH_MESSAGE_TYPE))
+  await publisher.waitForConfirms()
+  return batchId
+}
 
+describe('batch messages', () => {
   it('stores every event of a batch message once, with many messages to one insert and one ack', async () => {
     const { queue, databaseName } = await startConsumer()
     const batches = Array.from({ length: 20 }, () => Array.from({ length: 100 }, () => event()))
@@ -659,5 +674,56 @@ describe('metrics', () => {
     await waitFor(async () => (await rowCount(databaseName)) === 1, { what: 'the row' })
     await waitFor(async () => metricValue(await scrape(health), 'consumer_batches_held') === 0, { what: 'none held' })
     expect(metricValue(await scrape(health), 'consumer_events_stored_total')).toBe(1)
+  })
+})
+
+describe('what is in hand', () => {
+  /** Samples `read` every few ms until `done` resolves; returns the largest value seen. */
+  async function peak(read: () => number, done: Promise<unknown>): Promise<number> {
+    let max = 0
+    let finished = false
+    void done.finally(() => (finished = true))
+    while (!finished) {
+      max = Math.max(max, read())
+      await new Promise((resolve) => setTimeout(resolve, 2))
+    }
+    return max
+  }
+
+  it('stays near CONSUMER_PREFETCH events when the messages are batches of 100', async () => {
+    // Queued before the worker starts, so that it could take them all at once.
+    const queue = uniqueName('consumer_it')
+    const channel = await admin.createChannel()
+    await assertTopology(channel, topologyFor(queue, 'quorum'))
+    cleanups.push(async () => {
+      await deleteTopology(channel, topologyFor(queue, 'quorum'))
+      await channel.close()
+    })
+    const batches = Array.from({ length: 60 }, () => Array.from({ length: 100 }, () => event()))
+    for (const events of batches) await publishBatch(queue, events)
+    const { databaseName, worker } = await startConsumer({
+      queue,
+      env: { CONSUMER_PREFETCH: '200', CONSUMER_BATCH_SIZE: '100' },
+    })
+    const drained = waitFor(async () => (await rowCount(databaseName)) === 6000, {
+      what: '6000 rows',
+      timeoutMs: 20_000,
+    })
+    // A prefetch of 200 messages would be 20,000 events; the worker starts with 10 messages and
+    // follows their size down to 2.
+    expect(await peak(() => worker.inHand.events, drained)).toBeLessThanOrEqual(1200)
+    await drained
+    await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+  })
+
+  it('stays near its byte budget when the events are large', async () => {
+    const { queue, databaseName, worker } = await startConsumer({ maxInHandBytes: 1024 * 1024 })
+    const sent = Array.from({ length: 300 }, () => event({ metadata: { blob: 'x'.repeat(60_000) } }))
+    for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+    const drained = waitFor(async () => (await rowCount(databaseName)) === 300, { what: '300 rows', timeoutMs: 30_000 })
+    // CONSUMER_PREFETCH (1,000) of these would be 18 MB in hand.
+    expect(await peak(() => worker.inHand.bytes, drained)).toBeLessThan(2.5 * 1024 * 1024)
+    await drained
   })
 })
