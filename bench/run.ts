@@ -14,6 +14,7 @@ import {
   uuidv7,
   type QueueMessage,
 } from 'event-contract'
+import { toRow } from '../consumer-service/src/store.js'
 import { batchBody, postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
 
 const seconds = Number(process.env.BENCH_SECONDS || 10)
@@ -206,16 +207,7 @@ async function bareInsert(): Promise<Row> {
     const started = Date.now()
     let inserted = 0
     while (inserted < drainEvents) {
-      const batch = Array.from({ length: 500 }, (_, i) => {
-        const e = event(inserted + i)
-        return [
-          e.event_id,
-          e.user_id,
-          e.event_type,
-          e.timestamp.slice(0, 23).replace('T', ' '),
-          JSON.stringify(e.metadata),
-        ]
-      })
+      const batch = Array.from({ length: 500 }, (_, i) => toRow(event(inserted + i)))
       await connection.query(
         'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) VALUES ? ' +
           'ON DUPLICATE KEY UPDATE event_id = event_id',

@@ -282,8 +282,9 @@ export class Worker implements WorkerGauges {
       this.#consumerTag = consumerTag
       return true
     } catch (err) {
-      // The channel is closing with it; recovery opens a new one.
-      this.#log.warn({ err }, 'could not start consuming')
+      // Usually the channel is closing with it; if not, close it: recovery starts over.
+      this.#log.warn({ error: (err as Error).message }, 'could not start consuming; reconnecting')
+      ledger.channel.close().catch((closeErr: unknown) => this.#log.debug({ err: closeErr }, 'channel already closed'))
       return false
     }
   }

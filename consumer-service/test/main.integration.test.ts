@@ -13,6 +13,34 @@ const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
 
 const run = (env: Record<string, string>) => spawnService(main, env)
 
+/** The consumer's environment for a queue and a database of the test's own. */
+function serviceEnv(queue: string, databaseName: string, healthPort: number): Record<string, string> {
+  return {
+    RABBITMQ_HOST: broker.host,
+    RABBITMQ_PORT: String(broker.port),
+    RABBITMQ_QUEUE: queue,
+    MYSQL_HOST: database.host,
+    MYSQL_PORT: String(database.port),
+    MYSQL_USER: database.user,
+    MYSQL_PASSWORD: database.password,
+    MYSQL_DATABASE: databaseName,
+    HEALTH_HOST: '127.0.0.1',
+    HEALTH_PORT: String(healthPort),
+  }
+}
+
+/** A message as the producer publishes it. */
+function queued(userId: number) {
+  return {
+    event_id: randomUUID(),
+    user_id: userId,
+    event_type: 'page_view',
+    timestamp: '2026-02-20T10:00:00.000Z',
+    metadata: {},
+    received_at: '2026-02-20T10:00:00.000Z',
+  }
+}
+
 describe('configuration', () => {
   it.each([
     ['HEALTH_PORT', 'x'],
@@ -59,30 +87,12 @@ describe('SIGTERM while draining', () => {
   }
 
   it('acks what it stored, exits 0 within 10 s, and a restart stores the rest once', async () => {
-    const env = {
-      RABBITMQ_HOST: broker.host,
-      RABBITMQ_PORT: String(broker.port),
-      RABBITMQ_QUEUE: queue,
-      MYSQL_HOST: database.host,
-      MYSQL_PORT: String(database.port),
-      MYSQL_USER: database.user,
-      MYSQL_PASSWORD: database.password,
-      MYSQL_DATABASE: db.name,
-      HEALTH_HOST: '127.0.0.1',
-      HEALTH_PORT: String(19000 + Math.floor(Math.random() * 1000)),
-    }
+    const env = serviceEnv(queue, db.name, await freePort())
     const channel = await admin.createConfirmChannel()
     await assertTopology(channel, topologyFor(queue, 'quorum'))
     const total = 20_000
     for (let i = 0; i < total; i++) {
-      const e = {
-        event_id: randomUUID(),
-        user_id: i + 1,
-        event_type: 'page_view',
-        timestamp: '2026-02-20T10:00:00.000Z',
-        metadata: {},
-        received_at: '2026-02-20T10:00:00.000Z',
-      }
+      const e = queued(i + 1)
       channel.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
     }
     await channel.waitForConfirms()
@@ -137,16 +147,7 @@ describe('start-up before the database exists', () => {
   it('connects to RabbitMQ at once, names the database on /health, and consumes once it exists', async () => {
     const healthPort = await freePort()
     const proc = run({
-      RABBITMQ_HOST: broker.host,
-      RABBITMQ_PORT: String(broker.port),
-      RABBITMQ_QUEUE: queue,
-      MYSQL_HOST: database.host,
-      MYSQL_PORT: String(database.port),
-      MYSQL_USER: database.user,
-      MYSQL_PASSWORD: database.password,
-      MYSQL_DATABASE: databaseName,
-      HEALTH_HOST: '127.0.0.1',
-      HEALTH_PORT: String(healthPort),
+      ...serviceEnv(queue, databaseName, healthPort),
       CONSUMER_RETRY_MAX_MS: '200',
       LOG_LEVEL: 'info',
     })
@@ -166,14 +167,7 @@ describe('start-up before the database exists', () => {
       await connection.end()
       await waitFor(async () => (await health()).status === 200, { what: '/health 200', timeoutMs: 15_000 })
       const channel = await admin.createConfirmChannel()
-      const e = {
-        event_id: randomUUID(),
-        user_id: 1,
-        event_type: 'login',
-        timestamp: '2026-02-20T10:00:00.000Z',
-        metadata: {},
-        received_at: '2026-02-20T10:00:00.000Z',
-      }
+      const e = queued(1)
       channel.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
       await channel.waitForConfirms()
       await channel.close()
