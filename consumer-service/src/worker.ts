@@ -203,11 +203,20 @@ export class Worker implements WorkerGauges {
     const connection = this.#broker?.connection
     if (!connection || !this.#ledger) throw new Error('not connected to RabbitMQ')
     let timer: NodeJS.Timeout | undefined
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('RabbitMQ did not say in time')), timeoutMs)
+    let late = false
+    const tooLate = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        late = true
+        reject(new Error('RabbitMQ did not say in time'))
+      }, timeoutMs)
     })
     const ask = (async () => {
       const channel = await connection.createChannel()
+      // Opened after the answer was given up on (the connection came back late): not leaked.
+      if (late) {
+        await channel.close()
+        throw new Error('RabbitMQ did not say in time')
+      }
       // A missing queue closes the channel with a 404: the rejection below is the answer.
       channel.on('error', (err: Error) => this.#log.debug({ err }, 'queue depth channel closed'))
       try {
@@ -219,7 +228,9 @@ export class Worker implements WorkerGauges {
       }
     })()
     try {
-      return await Promise.race([ask, late])
+      // When tooLate wins, ask's own failure comes after the race: noted, not unhandled.
+      ask.catch((err: unknown) => this.#log.debug({ err }, 'queue depths not known'))
+      return await Promise.race([ask, tooLate])
     } finally {
       clearTimeout(timer)
     }
