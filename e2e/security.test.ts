@@ -5,7 +5,8 @@ import { createServer, type Server } from 'node:http'
 import { randomUUID } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
-import { broker, metricValue, uniqueName, waitFor } from '../test-support/index.js'
+import { deleteTopology, topologyFor } from 'event-contract'
+import { broker, connectBroker, metricValue, uniqueName, waitFor } from '../test-support/index.js'
 import { freePort, spawnService, type ServiceProcess } from '../test-support/process.js'
 import { event, System } from './harness.js'
 
@@ -20,6 +21,11 @@ afterEach(async () => {
 
 /** A producer process on a queue of the test's, with `env` on top. */
 async function producer(queue: string, env: Record<string, string>) {
+  stops.push(async () => {
+    const connection = await connectBroker()
+    await deleteTopology(await connection.createChannel(), topologyFor(queue, 'quorum'))
+    await connection.close()
+  })
   const port = await freePort()
   const proc: ServiceProcess = spawnService(producerMain, {
     RABBITMQ_HOST: broker.host,
