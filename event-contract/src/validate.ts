@@ -64,28 +64,21 @@ export function parseTimestamp(text: string): Date | undefined {
 }
 
 const digit = (text: string, at: number) => text.charCodeAt(at) - 48
-const DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
-const SEPARATORS: [number, number][] = [
-  [4, 45], // -
-  [7, 45], // -
-  [10, 84], // T
-  [13, 58], // :
-  [16, 58], // :
-  [19, 46], // .
-  [23, 90], // Z
-]
+/** The canonical form, character by character; `d` stands for a digit. */
+const CANONICAL = 'dddd-dd-ddTdd:dd:dd.dddZ'
+const D = 100 // 'd'
 
 /**
  * The instant of a timestamp already in the canonical form `YYYY-MM-DDTHH:MM:SS.mmmZ` (what the
  * producer writes), read by character codes: four times cheaper than a Date round trip, and
- * this runs twice for every message the consumer takes. Undefined for any other form.
+ * this runs for every event the consumer takes. Undefined for any other form.
  */
 function canonicalTime(text: string): number | undefined {
   if (text.length !== 24) return undefined
-  for (const [at, code] of SEPARATORS) if (text.charCodeAt(at) !== code) return undefined
-  for (const at of DIGITS) {
+  for (let at = 0; at < 24; at++) {
     const code = text.charCodeAt(at)
-    if (code < 48 || code > 57) return undefined
+    const expected = CANONICAL.charCodeAt(at)
+    if (expected === D ? code < 48 || code > 57 : code !== expected) return undefined
   }
   const year = digit(text, 0) * 1000 + digit(text, 1) * 100 + digit(text, 2) * 10 + digit(text, 3)
   const month = digit(text, 5) * 10 + digit(text, 6)
@@ -95,9 +88,9 @@ function canonicalTime(text: string): number | undefined {
   const second = digit(text, 17) * 10 + digit(text, 18)
   const ms = digit(text, 20) * 100 + digit(text, 21) * 10 + digit(text, 22)
   if (year < 1000 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return undefined
-  const time = Date.UTC(year, month - 1, day, hour, minute, second, ms)
   // Feb 30 rolls over into March: a real date keeps its day.
-  return new Date(time).getUTCDate() === day ? time : undefined
+  if (day > 28 && day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined
+  return Date.UTC(year, month - 1, day, hour, minute, second, ms)
 }
 
 /** A valid timestamp in canonical UTC form: the text itself when it is already in it. */
@@ -106,11 +99,17 @@ function canonicalTimestamp(text: string): string | undefined {
   return parseTimestamp(text)?.toISOString()
 }
 
-// The format check and the normalization read the same string back to back: remember the last.
-let lastTimestamp: { text: string; canonical: string | undefined } = { text: '', canonical: undefined }
+// The format check reads an event's two timestamps, then the normalization reads them again:
+// remember the last two.
+const recent = { texts: ['', ''], canonical: [undefined, undefined] as (string | undefined)[], next: 0 }
 function canonicalTimestampOnce(text: string): string | undefined {
-  if (lastTimestamp.text !== text) lastTimestamp = { text, canonical: canonicalTimestamp(text) }
-  return lastTimestamp.canonical
+  if (recent.texts[0] === text) return recent.canonical[0]
+  if (recent.texts[1] === text) return recent.canonical[1]
+  const canonical = canonicalTimestamp(text)
+  recent.texts[recent.next] = text
+  recent.canonical[recent.next] = canonical
+  recent.next ^= 1
+  return canonical
 }
 
 // The contract's meaning of date-time: the schema says `format: date-time` (for OpenAPI), and

@@ -90,6 +90,8 @@ describe('parseEvent', () => {
     ['2026-02-20T10:00:00.123456Z', '2026-02-20T10:00:00.123Z'],
     ['2026-02-20 10:00:00.5z', '2026-02-20T10:00:00.500Z'],
     ['2024-02-29T00:00:00Z', '2024-02-29T00:00:00.000Z'],
+    ['2024-02-29T23:59:59.999Z', '2024-02-29T23:59:59.999Z'],
+    ['2026-12-31T00:00:00.000Z', '2026-12-31T00:00:00.000Z'],
     ['1000-01-01T00:00:00Z', '1000-01-01T00:00:00.000Z'],
     ['9999-12-31T23:59:59.999Z', '9999-12-31T23:59:59.999Z'],
   ])('accepts timestamp %s as %s UTC', (timestamp, utc) => {
@@ -99,6 +101,11 @@ describe('parseEvent', () => {
   it.each([
     '2026-02-30T10:00:00Z',
     '2025-02-29T10:00:00Z',
+    // The canonical form the producer writes is read by a fast path: the same rules hold there.
+    '2026-02-30T10:00:00.000Z',
+    '2025-02-29T10:00:00.000Z',
+    '2026-04-31T10:00:00.000Z',
+    '2026-02-20T10:00:00.00xZ',
     '2026-13-01T10:00:00Z',
     '2026-02-20T24:00:00Z',
     '2026-02-20T10:60:00Z',
@@ -216,6 +223,15 @@ describe('parseQueueMessage', () => {
       ok: true,
       value: { events: [message], invalid: [] },
     })
+  })
+
+  it('puts a timestamp in canonical form, whatever form its received_at is in', () => {
+    const offset = { ...message, timestamp: '2026-02-20T10:00:00+05:30', received_at: '2026-02-20T10:00:00.100Z' }
+    const result = parseQueueMessage(Buffer.from(JSON.stringify(offset)))
+    expect(result.ok && result.value.events[0]).toEqual({ ...message, timestamp: '2026-02-20T04:30:00.000Z' })
+    const late = { ...message, received_at: '2026-02-20T10:00:00.1Z' }
+    const parsed = parseQueueMessage(Buffer.from(JSON.stringify(late)))
+    expect(parsed.ok && parsed.value.events[0]?.received_at).toBe('2026-02-20T10:00:00.100Z')
   })
 
   it('takes a batch message apart: the valid events, and each invalid one with why', () => {
