@@ -17,9 +17,9 @@ export const ConfigSchema = Type.Object({
   HEALTH_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 8001 }),
   /** Serve Prometheus metrics on GET /metrics of the health server (on by default). */
   METRICS_ENABLED: Type.Boolean({ default: true }),
-  /** Unacknowledged messages the broker may hand this consumer at once. */
+  /** Events in hand (unacknowledged) at most; the broker's prefetch follows the messages' size. */
   CONSUMER_PREFETCH: Type.Integer({ minimum: 1, maximum: 65535, default: 1000 }),
-  /** Rows per INSERT. */
+  /** Most rows per INSERT; a batch also closes at a quarter of CONSUMER_PREFETCH (see worker.ts). */
   CONSUMER_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 5000, default: 500 }),
   /** Longest a message waits for its batch to fill. */
   CONSUMER_BATCH_WAIT_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 20 }),

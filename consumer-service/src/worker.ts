@@ -28,6 +28,13 @@ const MAX_IN_HAND_BYTES = 16 * 1024 * 1024
 const PREFETCH_START = 10
 /** Batches in flight: one is parsed while the other is inserted. */
 const BATCH_CONCURRENCY = 2
+/**
+ * A batch holds at most this share of CONSUMER_PREFETCH: with two batches at the database and
+ * one filling, the broker still has room to deliver the next. A batch as large as half the
+ * prefetch stops deliveries while both are inserted (a fifth slower at the defaults), and one
+ * larger than the prefetch never fills: every batch would wait out CONSUMER_BATCH_WAIT_MS.
+ */
+const PREFETCH_SHARE_PER_BATCH = 1 / (BATCH_CONCURRENCY + 2)
 /** At most one "still waiting for the database" line this often. */
 const WAITING_LOG_MS = 30_000
 
@@ -67,6 +74,14 @@ interface Item {
 export function backoffDelay(attempt: number, capMs: number, random: () => number = Math.random): number {
   const base = Math.min(capMs, RETRY_BASE_MS * 2 ** Math.min(attempt, 30))
   return Math.round(Math.min(capMs, base * (0.8 + 0.4 * random())))
+}
+
+/** Events per batch: CONSUMER_BATCH_SIZE, or less when the prefetch is too small for it. */
+export function batchSize(config: Pick<WorkerConfig, 'CONSUMER_BATCH_SIZE' | 'CONSUMER_PREFETCH'>): number {
+  return Math.max(
+    1,
+    Math.min(config.CONSUMER_BATCH_SIZE, Math.floor(config.CONSUMER_PREFETCH * PREFETCH_SHARE_PER_BATCH)),
+  )
 }
 
 /** One line of why a database operation failed: its code and message, without a stack. */
@@ -150,7 +165,7 @@ export class Worker implements WorkerGauges {
     this.#log = logger.child({ component: 'worker' })
     this.#topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
     this.#batcher = new Batcher<Delivery>({
-      maxSize: config.CONSUMER_BATCH_SIZE,
+      maxSize: batchSize(config),
       maxWaitMs: config.CONSUMER_BATCH_WAIT_MS,
       maxBytes: MAX_BATCH_BYTES,
       concurrency: BATCH_CONCURRENCY,
@@ -277,7 +292,9 @@ export class Worker implements WorkerGauges {
       }
     }
     if (quit.some((signal) => signal.aborted)) return
-    if (await this.#startConsuming(ledger)) this.#log.info({ queue: this.#topology.queue }, 'consuming')
+    if (await this.#startConsuming(ledger)) {
+      this.#log.info({ queue: this.#topology.queue, batchSize: batchSize(this.#config) }, 'consuming')
+    }
   }
 
   /** Subscribes to the queue on the ledger's channel; false if it could not. */

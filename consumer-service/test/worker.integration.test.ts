@@ -257,6 +257,17 @@ describe('storing', () => {
     expect(ids.filter((id) => id === e.event_id)).toHaveLength(1)
   })
 
+  it('does not hold events for CONSUMER_BATCH_WAIT_MS when the prefetch is smaller than a batch', async () => {
+    // 40 in hand at most and batches of 500: a batch that waited to fill would wait 10 s.
+    const { queue, databaseName } = await startConsumer({
+      env: { CONSUMER_PREFETCH: '40', CONSUMER_BATCH_SIZE: '500', CONSUMER_BATCH_WAIT_MS: '10000' },
+    })
+    const sent = Array.from({ length: 400 }, () => event())
+    for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+    await waitFor(async () => (await rowCount(databaseName)) === sent.length, { what: '400 rows', timeoutMs: 5000 })
+  })
+
   it('stores a few thousand events, each once, in batches', async () => {
     const { queue, databaseName } = await startConsumer()
     const sent = Array.from({ length: 3000 }, () => event())
