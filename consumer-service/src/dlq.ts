@@ -4,7 +4,14 @@
 import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
 import amqp, { type ChannelModel, type ConfirmChannel, type GetMessage } from 'amqplib'
-import { brokerConnectOptions, BrokerConfigSchema, loadConfig, topologyFor, type Topology } from 'event-contract'
+import {
+  brokerAddresses,
+  brokerConnectOptions,
+  BrokerConfigSchema,
+  loadConfig,
+  topologyFor,
+  type Topology,
+} from 'event-contract'
 
 export const USAGE = `Usage: npm run dlq -- <command> [options]
 
@@ -58,20 +65,22 @@ function letterOf(message: GetMessage): Letter {
   return { message, kind: `broker:${death?.reason ?? 'unknown'}`, error: 'dead-lettered by RabbitMQ' }
 }
 
+/** Connects to the first node of RABBITMQ_HOST that answers (a cluster's nodes, in order). */
 async function connect(config: ReturnType<typeof readBrokerConfig>): Promise<ChannelModel> {
-  try {
-    // Without noDelay, Nagle's algorithm holds each small frame back ~40 ms: a get, a publish
-    // and its confirm per letter would crawl.
-    const connection = await amqp.connect(brokerConnectOptions(config), { noDelay: true })
-    // A dropped connection fails the command in progress (its await rejects); this is its echo.
-    connection.on('error', () => {})
-    return connection
-  } catch (err) {
-    throw new CliError(
-      `RabbitMQ is not reachable at ${config.RABBITMQ_HOST}:${config.RABBITMQ_PORT}: ${(err as Error).message}`,
-      EXIT.unreachable,
-    )
+  const failures: string[] = []
+  for (const address of brokerAddresses(config)) {
+    try {
+      // Without noDelay, Nagle's algorithm holds each small frame back ~40 ms: a get, a publish
+      // and its confirm per letter would crawl.
+      const connection = await amqp.connect({ ...brokerConnectOptions(config), ...address }, { noDelay: true })
+      // A dropped connection fails the command in progress (its await rejects); this is its echo.
+      connection.on('error', () => {})
+      return connection
+    } catch (err) {
+      failures.push(`${address.hostname}:${address.port}: ${(err as Error).message}`)
+    }
   }
+  throw new CliError(`RabbitMQ is not reachable at ${failures.join('; ')}`, EXIT.unreachable)
 }
 
 const closed = new WeakSet<ConfirmChannel>()

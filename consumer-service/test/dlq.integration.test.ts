@@ -149,6 +149,16 @@ describe('usage and errors', () => {
     expect(proc.output()).toContain(`RabbitMQ is not reachable at ${broker.host}:1`)
   })
 
+  it('uses the next node of RABBITMQ_HOST when the first does not answer (a cluster with a node down)', async () => {
+    const queue = await topology()
+    await letters(queue, 'validation', [event(), event()])
+    const env = { ...envFor(queue), RABBITMQ_HOST: `${broker.host}:1,${broker.host}:${broker.port}` }
+    const out: string[] = []
+    const code = await main(['stats', '--json'], env, { out: (l) => out.push(l), err: () => {} })
+    expect(code).toBe(EXIT.ok)
+    expect(JSON.parse(out.join('\n'))).toMatchObject({ deadLettered: 2, kinds: { validation: 2 } })
+  })
+
   it('says so, with exit 4, when the queue does not exist', async () => {
     const res = await dlq(uniqueName('missing'), 'stats')
     expect(res.code).toBe(EXIT.noQueue)
