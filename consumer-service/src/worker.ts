@@ -17,13 +17,18 @@ import { Ledger } from './ledger.js'
 import type { ConsumerMetrics, WorkerGauges } from './metrics.js'
 import { RowTooLargeError, toRow, TransientStoreError, type Store } from './store.js'
 
-/** Upper bound of a batch's bytes; the store splits further if the server's packet limit is lower. */
-const MAX_BATCH_BYTES = 4 * 1024 * 1024
+/**
+ * Upper bound of a batch's message bytes; the store splits further if the server's packet limit
+ * is lower. A batch is copied a few times on its way into one INSERT (text, rows, SQL, packet):
+ * with this and MAX_IN_HAND_BYTES, the heap stays small enough for the 96 MiB old space the
+ * service runs with (see the Dockerfile), even when every event is near the 64 KiB limit.
+ */
+const MAX_BATCH_BYTES = 1024 * 1024
 const RETRY_BASE_MS = 100
 /** Longest wait between database pings while waiting to start consuming. */
 const PING_MAX_MS = 1000
 /** Message bytes in hand (unacknowledged) past which consuming pauses: 64 KiB events or batch messages. */
-const MAX_IN_HAND_BYTES = 16 * 1024 * 1024
+const MAX_IN_HAND_BYTES = 8 * 1024 * 1024
 /** The prefetch of a new channel, before the messages' size is known. */
 const PREFETCH_START = 10
 /** Batches in flight: one is parsed while the other is inserted. */
