@@ -24,7 +24,7 @@ const BATCH_SIZE = 100
 const LARGE_EVENTS = 5000
 const LARGE_METADATA_BYTES = 60_000
 /** The consumer as its image and `npm start` run it. */
-const CONSUMER = ['--max-old-space-size=96', 'consumer-service/dist/main.js']
+const CONSUMER = ['--max-old-space-size=128', 'consumer-service/dist/main.js']
 const broker = {
   RABBITMQ_HOST: process.env.RABBITMQ_HOST || '127.0.0.1',
   RABBITMQ_PORT: process.env.RABBITMQ_PORT || '5672',

@@ -20,7 +20,7 @@ import { RowTooLargeError, toRow, TransientStoreError, type Store } from './stor
 /**
  * Upper bound of a batch's message bytes; the store splits further if the server's packet limit
  * is lower. A batch is copied a few times on its way into one INSERT (text, rows, SQL, packet):
- * with this and MAX_IN_HAND_BYTES, the heap stays small enough for the 96 MiB old space the
+ * with this and MAX_IN_HAND_BYTES, the heap stays small enough for the 128 MiB old space the
  * service runs with (see the Dockerfile), even when every event is near the 64 KiB limit.
  */
 const MAX_BATCH_BYTES = 1024 * 1024
