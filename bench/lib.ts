@@ -1,6 +1,8 @@
 // Shared pieces of the benchmarks: child processes, load, memory.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const root = fileURLToPath(new URL('..', import.meta.url))
@@ -28,6 +30,10 @@ export function startService(args: string[], env: Record<string, string>): Servi
     stdio: ['ignore', 'inherit', 'inherit'],
   })
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  // A benchmark that fails half-way must not leave its services running.
+  const orphan = () => child.kill('SIGTERM')
+  process.on('exit', orphan)
+  void exited.then(() => process.off('exit', orphan))
   const service: Service = {
     child,
     peakRssMb: 0,
@@ -80,11 +86,14 @@ export async function postLoad(
   { connections = 64, seconds = 10, onTick = () => {}, path = '/api/v1/events/track', body = seedBody } = {},
 ) {
   const ticker = setInterval(onTick, 250)
+  // From a file: Linux takes at most 128 KiB in one command-line argument, a batch can be 1 MiB.
+  const bodyFile = join(mkdtempSync(join(tmpdir(), 'bench-')), 'body.json')
+  writeFileSync(bodyFile, body)
   const args = [
     fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url)),
     '--json',
     ...['-c', String(connections), '-d', String(seconds), '-m', 'POST'],
-    ...['-H', 'content-type=application/json', '-b', body],
+    ...['-H', 'content-type=application/json', '-i', bodyFile],
     `${url}${path}`,
   ]
   const output = await new Promise<string>((resolve, reject) => {
@@ -93,8 +102,10 @@ export async function postLoad(
     child.stdout.on('data', (chunk) => (text += chunk))
     child.on('error', reject)
     child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`autocannon exited ${code}`))))
+  }).finally(() => {
+    clearInterval(ticker)
+    rmSync(dirname(bodyFile), { recursive: true })
   })
-  clearInterval(ticker)
   const result = JSON.parse(output) as {
     '2xx': number
     non2xx: number
