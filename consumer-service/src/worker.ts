@@ -81,14 +81,6 @@ export function backoffDelay(attempt: number, capMs: number, random: () => numbe
   return Math.round(Math.min(capMs, base * (0.8 + 0.4 * random())))
 }
 
-/** Events per batch: CONSUMER_BATCH_SIZE, or less when the prefetch is too small for it. */
-export function batchSize(config: Pick<WorkerConfig, 'CONSUMER_BATCH_SIZE' | 'CONSUMER_PREFETCH'>): number {
-  return Math.max(
-    1,
-    Math.min(config.CONSUMER_BATCH_SIZE, Math.floor(config.CONSUMER_PREFETCH * PREFETCH_SHARE_PER_BATCH)),
-  )
-}
-
 /** One line of why a database operation failed: its code and message, without a stack. */
 function failure(err: unknown): { error: string; code?: string } {
   const cause = err instanceof TransientStoreError ? err.cause : err
@@ -122,6 +114,8 @@ export class Worker implements WorkerGauges {
   readonly #log: Logger
   readonly #topology: Topology
   readonly #batcher: Batcher<Delivery>
+  /** Events per batch (see PREFETCH_SHARE_PER_BATCH). */
+  readonly #batchSize: number
   #broker: BrokerConnection | undefined
   /** The open channel's ledger, and its consumer once consuming. */
   #ledger: Ledger | undefined
@@ -169,8 +163,13 @@ export class Worker implements WorkerGauges {
     this.#summaryIntervalMs = summaryIntervalMs
     this.#log = logger.child({ component: 'worker' })
     this.#topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
+    // CONSUMER_BATCH_SIZE, or less when the prefetch is too small for it.
+    this.#batchSize = Math.max(
+      1,
+      Math.min(config.CONSUMER_BATCH_SIZE, Math.floor(config.CONSUMER_PREFETCH * PREFETCH_SHARE_PER_BATCH)),
+    )
     this.#batcher = new Batcher<Delivery>({
-      maxSize: batchSize(config),
+      maxSize: this.#batchSize,
       maxWaitMs: config.CONSUMER_BATCH_WAIT_MS,
       maxBytes: MAX_BATCH_BYTES,
       concurrency: BATCH_CONCURRENCY,
@@ -298,7 +297,7 @@ export class Worker implements WorkerGauges {
     }
     if (quit.some((signal) => signal.aborted)) return
     if (await this.#startConsuming(ledger)) {
-      this.#log.info({ queue: this.#topology.queue, batchSize: batchSize(this.#config) }, 'consuming')
+      this.#log.info({ queue: this.#topology.queue, batchSize: this.#batchSize }, 'consuming')
     }
   }
 
