@@ -44,7 +44,7 @@ describe('the pipeline', () => {
     })
     expect(await (await fetch(system.consumerHealth)).json()).toEqual({
       status: 'healthy',
-      checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok' },
+      checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok', dlq: 'ok' },
     })
   })
 

@@ -1,9 +1,12 @@
 // Dead letters that say why. The worker publishes each to the dead-letter exchange itself, with
 // its reason in headers, and settles the message it came in only once the broker has confirmed
-// it: no letter is lost or left unexplained in between (a crash before the confirm redelivers
-// the message, and the letter is made again). An event of a batch message is a letter of its own.
-import type { ConfirmChannel, ConsumeMessage } from 'amqplib'
-import { BATCH_MESSAGE_TYPE, MESSAGE_TYPE, type Topology } from 'event-contract'
+// it onto the dead-letter queue: no letter is lost or left unexplained in between (a crash before
+// the confirm redelivers the message, and the letter is made again). An event of a batch message
+// is a letter of its own. A letter the broker refuses (nacked: the DLQ is full) or cannot route
+// (returned: the DLQ is gone) is retried with backoff; the delivery it came in waits meanwhile.
+import { randomUUID } from 'node:crypto'
+import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib'
+import { assertTopology, BATCH_MESSAGE_TYPE, MESSAGE_TYPE, type Topology } from 'event-contract'
 
 /** Why a message or event can never be stored. */
 export type DeadLetterKind = 'validation' | 'database-rejected' | 'too-large'
@@ -18,6 +21,8 @@ export interface DeadLetter {
 
 /** Headers longer than this are cut: amqplib encodes a message's headers into 64 KiB at most. */
 const MAX_ERROR_LENGTH = 2000
+/** Names one publish of a letter, so that its return (unroutable) is told from its confirm. */
+const LETTER_ID_HEADER = 'x-letter-id'
 
 /** The headers `npm run dlq` reads; RabbitMQ's own `x-death` is added only by broker dead-lettering. */
 export function deadLetterHeaders(letter: DeadLetter, from: ConsumeMessage, queue: string) {
@@ -31,29 +36,78 @@ export function deadLetterHeaders(letter: DeadLetter, from: ConsumeMessage, queu
   }
 }
 
-/** Publishes a letter to the dead-letter exchange and resolves once the broker confirmed it. */
-export function publishDeadLetter(
-  channel: ConfirmChannel,
-  topology: Topology,
-  letter: DeadLetter,
-  from: ConsumeMessage,
-): Promise<void> {
-  const ofBatch = letter.event !== undefined && from.properties.type === BATCH_MESSAGE_TYPE
-  const body = ofBatch ? Buffer.from(JSON.stringify(letter.event)) : from.content
-  const eventId = ofBatch ? (letter.event as { event_id?: unknown }).event_id : undefined
-  return new Promise((resolve, reject) => {
-    channel.publish(
-      topology.deadLetterExchange,
-      topology.queue,
-      body,
-      {
-        persistent: true,
-        contentType: from.properties.contentType ?? 'application/json',
-        messageId: typeof eventId === 'string' ? eventId : from.properties.messageId,
-        type: ofBatch ? MESSAGE_TYPE : from.properties.type,
-        headers: deadLetterHeaders(letter, from, topology.queue),
-      },
-      (err: Error | null) => (err ? reject(err) : resolve()),
+/** The broker did not queue a letter: `nacked` (the DLQ refuses, e.g. full) or `returned` (no DLQ). */
+export class DeadLetterRefusedError extends Error {
+  readonly code = 'ERR_DEAD_LETTER_REFUSED'
+  constructor(readonly reason: 'nacked' | 'returned') {
+    super(
+      reason === 'nacked'
+        ? 'the dead-letter queue refused the letter (full?)'
+        : 'no dead-letter queue took the letter (deleted?)',
     )
-  })
+    this.name = 'DeadLetterRefusedError'
+  }
+}
+
+/**
+ * Publishes letters on one confirm channel, mandatory: a letter counts as queued only when the
+ * broker confirmed it and did not return it. RabbitMQ sends a mandatory message's basic.return
+ * before its basic.ack, so the return is known when the confirm arrives.
+ */
+export class DeadLetterOutbox {
+  readonly #channel: ConfirmChannel
+  readonly #topology: Topology
+  readonly #returned = new Set<string>()
+  #redeclaring: Promise<void> | undefined
+
+  constructor(channel: ConfirmChannel, topology: Topology) {
+    this.#channel = channel
+    this.#topology = topology
+    channel.on('return', (msg: Message) => {
+      const id = msg.properties.headers?.[LETTER_ID_HEADER]
+      if (typeof id === 'string') this.#returned.add(id)
+    })
+  }
+
+  /** Resolves once the letter is on the dead-letter queue; rejects with why not. */
+  publish(letter: DeadLetter, from: ConsumeMessage): Promise<void> {
+    const ofBatch = letter.event !== undefined && from.properties.type === BATCH_MESSAGE_TYPE
+    const body = ofBatch ? Buffer.from(JSON.stringify(letter.event)) : from.content
+    const eventId = ofBatch ? (letter.event as { event_id?: unknown }).event_id : undefined
+    const letterId = randomUUID()
+    return new Promise((resolve, reject) => {
+      const confirmed = (err: Error | null) => {
+        const returned = this.#returned.delete(letterId)
+        if (err) reject(err.message === 'message nacked' ? new DeadLetterRefusedError('nacked') : err)
+        else if (returned) reject(new DeadLetterRefusedError('returned'))
+        else resolve()
+      }
+      try {
+        this.#channel.publish(
+          this.#topology.deadLetterExchange,
+          this.#topology.queue,
+          body,
+          {
+            persistent: true,
+            mandatory: true,
+            contentType: from.properties.contentType ?? 'application/json',
+            messageId: typeof eventId === 'string' ? eventId : from.properties.messageId,
+            type: ofBatch ? MESSAGE_TYPE : from.properties.type,
+            headers: { ...deadLetterHeaders(letter, from, this.#topology.queue), [LETTER_ID_HEADER]: letterId },
+          },
+          confirmed,
+        )
+      } catch (err) {
+        reject(err as Error) // the channel is closed: the delivery comes back from the broker
+      }
+    })
+  }
+
+  /** Declares the topology again (the DLQ was deleted), once at a time. */
+  redeclare(): Promise<void> {
+    this.#redeclaring ??= assertTopology(this.#channel, this.#topology).finally(() => {
+      this.#redeclaring = undefined
+    })
+    return this.#redeclaring
+  }
 }

@@ -1,5 +1,6 @@
-// The consumer's health server: GET /health reports the broker consumer, the database, and
-// whether the events in hand are moving; GET /metrics serves its Prometheus metrics.
+// The consumer's health server: GET /health reports the broker consumer, the database, whether
+// the events in hand are moving and whether the dead-letter queue takes letters; GET /metrics
+// serves its Prometheus metrics.
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { ConsumerMetrics } from './metrics.js'
 import type { WorkerHealth } from './worker.js'
@@ -17,12 +18,12 @@ export async function buildHealthApp({ worker, store, logger, metrics }: HealthS
   const app = Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }) })
 
   app.get('/health', async (request, reply) => {
-    const { rabbitmq, progress } = worker.health()
+    const { rabbitmq, progress, dlq } = worker.health()
     const mysql = (await store.ping()) ? 'up' : 'down'
-    const healthy = rabbitmq === 'up' && mysql === 'up' && progress === 'ok'
+    const healthy = rabbitmq === 'up' && mysql === 'up' && progress === 'ok' && dlq === 'ok'
     return reply
       .code(healthy ? 200 : 503)
-      .send({ status: healthy ? 'healthy' : 'unhealthy', checks: { rabbitmq, mysql, progress } })
+      .send({ status: healthy ? 'healthy' : 'unhealthy', checks: { rabbitmq, mysql, progress, dlq } })
   })
   if (metrics) {
     app.get('/metrics', async (request, reply) => {

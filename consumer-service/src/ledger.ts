@@ -3,13 +3,17 @@
 // one only for a run of stored deliveries at its front: nothing below that run is unsettled,
 // and no ack can cover a delivery that is held. A stored delivery behind a held one waits for
 // it (or is acked alone by `ackStored`). "Stored" means done with: its events are in the table
-// and what could not be stored is confirmed on the dead-letter queue.
+// and what could not be stored is confirmed on the dead-letter queue. A delivery that may wait
+// long (its dead letter refused, retried with backoff) is parked: stored deliveries behind it are
+// acked one by one instead of waiting for it, so the prefetch never fills behind one letter.
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
 
 interface Entry {
   msg: ConsumeMessage
   stored: boolean
+  /** Waiting long, for something other than the database (its letter is being retried). */
+  parked: boolean
   since: number
   /** The events it carries (a batch message many). */
   events: number
@@ -23,6 +27,8 @@ export class Ledger {
   readonly #log: Logger
   #events = 0
   #bytes = 0
+  /** Parked deliveries among the open ones. */
+  #parked = 0
 
   constructor(channel: ConfirmChannel, logger: Logger) {
     this.channel = channel
@@ -50,24 +56,41 @@ export class Ledger {
   }
 
   hold(msg: ConsumeMessage, events = 1): void {
-    this.#open.set(msg.fields.deliveryTag, { msg, stored: false, since: Date.now(), events })
+    this.#open.set(msg.fields.deliveryTag, { msg, stored: false, parked: false, since: Date.now(), events })
     this.#events += events
     this.#bytes += msg.content.length
   }
 
   #forget(tag: number, entry: Entry): void {
     this.#open.delete(tag)
+    if (entry.parked) this.#parked--
     this.#events -= entry.events
     this.#bytes -= entry.msg.content.length
   }
 
-  /** Marks deliveries stored and acks the run of stored ones at the front, in one frame. */
+  /**
+   * Marks deliveries stored and acks the run of stored ones at the front, in one frame; and,
+   * behind a parked delivery, each stored one alone.
+   */
   stored(msgs: ConsumeMessage[]): void {
     if (this.lost) return
     for (const msg of msgs) {
       const entry = this.#open.get(msg.fields.deliveryTag)
       if (entry) entry.stored = true
     }
+    this.#settle()
+  }
+
+  /** Marks a delivery as one that may wait long: what is stored behind it is acked without it. */
+  park(msg: ConsumeMessage): void {
+    const entry = this.#open.get(msg.fields.deliveryTag)
+    if (this.lost || !entry || entry.parked || entry.stored) return
+    entry.parked = true
+    this.#parked++
+    this.#settle()
+  }
+
+  #settle(): void {
     let last: ConsumeMessage | undefined
     for (const [tag, entry] of this.#open) {
       if (!entry.stored) break
@@ -75,6 +98,15 @@ export class Ledger {
       last = entry.msg
     }
     if (last) this.#send(() => this.channel.ack(last, true))
+    if (this.#parked === 0) return
+    let behindParked = false
+    for (const [tag, entry] of this.#open) {
+      if (entry.parked && !entry.stored) behindParked = true
+      else if (entry.stored && behindParked) {
+        this.#forget(tag, entry)
+        this.#send(() => this.channel.ack(entry.msg, false))
+      }
+    }
   }
 
   /** Acks, one by one, the stored deliveries still waiting behind held ones (before a stop). */
@@ -90,6 +122,7 @@ export class Ledger {
   /** The channel is gone: nothing can be settled on it any more. */
   lose(): void {
     this.#open.clear()
+    this.#parked = 0
     this.#events = 0
     this.#bytes = 0
     this.#lost.abort()

@@ -42,6 +42,12 @@ export function createConsumerMetrics() {
       labelNames: ['kind'] as const,
       registers,
     }),
+    deadLetterRefusals: new client.Counter({
+      name: 'consumer_dead_letter_refusals_total',
+      help: 'Dead letters the broker did not queue (nacked: the DLQ refuses; returned: no DLQ), retried',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     retries: new client.Counter({
       name: 'consumer_database_retries_total',
       help: 'Batch INSERTs that failed for the database and will be retried',
@@ -56,6 +62,8 @@ export interface WorkerGauges {
   readonly inHand: { events: number; bytes: number }
   /** Batches held while the database is unavailable. */
   readonly heldBatches: number
+  /** Messages held because the broker refused their dead letters (retried). */
+  readonly lettersHeld: number
   /** When an event was last stored (ms since the epoch), or when the worker started. */
   readonly lastStoredAt: number
   /** Ready messages of the queue and its dead-letter queue; throws if RabbitMQ cannot say. */
@@ -70,6 +78,14 @@ export function observeWorker(metrics: ConsumerMetrics, worker: WorkerGauges): v
     registers,
     collect() {
       this.set(worker.heldBatches)
+    },
+  })
+  new client.Gauge({
+    name: 'consumer_dead_letters_held',
+    help: 'Messages held, unacknowledged, because the dead-letter queue refuses their letters (retried)',
+    registers,
+    collect() {
+      this.set(worker.lettersHeld)
     },
   })
   new client.Gauge({

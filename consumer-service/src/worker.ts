@@ -12,7 +12,7 @@ import {
   type Topology,
 } from 'event-contract'
 import { Batcher } from './batcher.js'
-import { publishDeadLetter, type DeadLetter } from './dead-letter.js'
+import { DeadLetterOutbox, DeadLetterRefusedError, type DeadLetter } from './dead-letter.js'
 import { Ledger } from './ledger.js'
 import type { ConsumerMetrics, WorkerGauges } from './metrics.js'
 import { RowTooLargeError, toRow, TransientStoreError, type Store } from './store.js'
@@ -55,6 +55,8 @@ export interface WorkerHealth {
   rabbitmq: 'up' | 'down'
   /** `stalled`: an event in hand has waited longer than CONSUMER_STALL_TIMEOUT_MS. */
   progress: 'ok' | 'stalled'
+  /** `refusing`: the dead-letter queue refuses letters (full, or gone); they are held and retried. */
+  dlq: 'ok' | 'refusing'
 }
 
 /**
@@ -64,6 +66,8 @@ export interface WorkerHealth {
  */
 interface Delivery {
   ledger: Ledger
+  /** Where its letters go: the dead-letter exchange, on the channel it came on. */
+  outbox: DeadLetterOutbox
   msg: ConsumeMessage
   events: QueueMessage[]
   letters: DeadLetter[]
@@ -119,6 +123,7 @@ export class Worker implements WorkerGauges {
   #broker: BrokerConnection | undefined
   /** The open channel's ledger, and its consumer once consuming. */
   #ledger: Ledger | undefined
+  #outbox: DeadLetterOutbox | undefined
   #consumerTag: string | undefined
   /** Aborted when stop() begins: start no consumer, and wait no longer to. */
   #stopped = new AbortController()
@@ -132,6 +137,8 @@ export class Worker implements WorkerGauges {
   #summaryTimer: NodeJS.Timeout | undefined
   readonly #metrics: ConsumerMetrics | undefined
   #heldBatches = 0
+  /** Deliveries whose letters the broker refused, retried in the background. */
+  #lettersHeld = 0
   #lastStoredAt = Date.now()
   /** The prefetch of the current consumer, and what the messages weigh on average (see #regulate). */
   #prefetch = 0
@@ -213,6 +220,10 @@ export class Worker implements WorkerGauges {
     return this.#heldBatches
   }
 
+  get lettersHeld(): number {
+    return this.#lettersHeld
+  }
+
   get lastStoredAt(): number {
     return this.#lastStoredAt
   }
@@ -259,7 +270,11 @@ export class Worker implements WorkerGauges {
     const ledger = this.#ledger
     const since = ledger?.oldestSince
     const stalled = since !== undefined && Date.now() - since > this.#config.CONSUMER_STALL_TIMEOUT_MS
-    return { rabbitmq: ledger ? 'up' : 'down', progress: stalled ? 'stalled' : 'ok' }
+    return {
+      rabbitmq: ledger ? 'up' : 'down',
+      progress: stalled ? 'stalled' : 'ok',
+      dlq: this.#lettersHeld > 0 ? 'refusing' : 'ok',
+    }
   }
 
   async #ready(channel: ConfirmChannel): Promise<void> {
@@ -268,6 +283,7 @@ export class Worker implements WorkerGauges {
     await channel.prefetch(this.#prefetch)
     const ledger = new Ledger(channel, this.#log)
     this.#ledger = ledger
+    this.#outbox = new DeadLetterOutbox(channel, this.#topology)
     void this.#consumeWhenStorable(ledger)
   }
 
@@ -304,9 +320,12 @@ export class Worker implements WorkerGauges {
   /** Subscribes to the queue on the ledger's channel; false if it could not. */
   async #startConsuming(ledger: Ledger): Promise<boolean> {
     try {
-      const { consumerTag } = await ledger.channel.consume(this.#topology.queue, (msg) => this.#deliver(ledger, msg), {
-        noAck: false,
-      })
+      const outbox = this.#outbox as DeadLetterOutbox
+      const { consumerTag } = await ledger.channel.consume(
+        this.#topology.queue,
+        (msg) => this.#deliver(ledger, outbox, msg),
+        { noAck: false },
+      )
       if (this.#stopped.signal.aborted || ledger.lost) {
         await ledger.channel.cancel(consumerTag)
         return false
@@ -366,7 +385,7 @@ export class Worker implements WorkerGauges {
     }
   }
 
-  #deliver(ledger: Ledger, msg: ConsumeMessage | null): void {
+  #deliver(ledger: Ledger, outbox: DeadLetterOutbox, msg: ConsumeMessage | null): void {
     if (!msg) {
       // The broker cancelled us (the queue was deleted): start over, redeclaring it.
       this.#log.warn({ queue: this.#topology.queue }, 'consumer cancelled by the broker; reconnecting')
@@ -381,6 +400,7 @@ export class Worker implements WorkerGauges {
       parsed.ok
         ? {
             ledger,
+            outbox,
             msg,
             events: parsed.value.events,
             letters: parsed.value.invalid.map(({ event, errors }) => ({
@@ -389,7 +409,7 @@ export class Worker implements WorkerGauges {
               event,
             })),
           }
-        : { ledger, msg, events: [], letters: [{ kind: 'validation', error: JSON.stringify(parsed.errors) }] },
+        : { ledger, outbox, msg, events: [], letters: [{ kind: 'validation', error: JSON.stringify(parsed.errors) }] },
     )
   }
 
@@ -397,6 +417,7 @@ export class Worker implements WorkerGauges {
   #lostChannel(): void {
     this.#ledger?.lose()
     this.#ledger = undefined
+    this.#outbox = undefined
     this.#consumerTag = undefined
     this.#batcher.discard()
   }
@@ -424,15 +445,45 @@ export class Worker implements WorkerGauges {
       this.#tally.lagMs = Date.now() - Date.parse((items[0] as Item).message.received_at)
       this.#log.debug({ stored: outcome.stored.length, inserted: outcome.inserted }, 'batch stored')
     }
-    const unsettled = new Set<Delivery>()
+    const refused = new Set<Delivery>()
     await Promise.all(
       batch
         .filter((delivery) => delivery.letters.length > 0)
         .map(async (delivery) => {
-          if (!(await this.#deadLetter(delivery))) unsettled.add(delivery)
+          if (!(await this.#deadLetter(delivery, 0))) refused.add(delivery)
         }),
     )
-    ledger.stored(batch.filter((delivery) => !unsettled.has(delivery)).map((delivery) => delivery.msg))
+    // Parked first, so that what is stored behind them is acked now, not after their retries.
+    for (const delivery of refused) this.#retryDeadLetters(delivery)
+    ledger.stored(batch.filter((delivery) => !refused.has(delivery)).map((delivery) => delivery.msg))
+  }
+
+  /**
+   * Retries a delivery's refused letters with backoff until the broker queues them, then settles
+   * it; meanwhile it holds that delivery only (parked), never the ones behind it. Stops when the
+   * channel is lost or the worker stops: the broker then redelivers it, and the letters are made
+   * again.
+   */
+  #retryDeadLetters(delivery: Delivery): void {
+    const { ledger } = delivery
+    if (ledger.lost) return
+    ledger.park(delivery.msg)
+    this.#lettersHeld++
+    void (async () => {
+      try {
+        for (let attempt = 1; ; attempt++) {
+          const delay = backoffDelay(attempt, this.#config.CONSUMER_RETRY_MAX_MS)
+          if (!(await sleep(delay, ledger.signal, this.#stopped.signal))) return
+          if (await this.#deadLetter(delivery, attempt)) {
+            this.#log.info({ attempt, messageId: delivery.msg.properties.messageId }, 'dead letter queued at last')
+            ledger.stored([delivery.msg])
+            return
+          }
+        }
+      } finally {
+        this.#lettersHeld--
+      }
+    })()
   }
 
   /** One info line per interval with something to say, readable at any rate. */
@@ -473,25 +524,52 @@ export class Worker implements WorkerGauges {
     }
   }
 
-  /** Publishes a delivery's letters, confirmed; false if that failed (it stays unsettled). */
-  async #deadLetter({ ledger, msg, letters }: Delivery): Promise<boolean> {
+  /**
+   * Publishes a delivery's letters not yet queued, each confirmed; false if one was not (it
+   * stays unsettled). A letter the broker returned (no DLQ) makes it declare the topology again.
+   */
+  async #deadLetter(delivery: Delivery, attempt: number): Promise<boolean> {
+    const { outbox, msg } = delivery
     const { messageId, type } = msg.properties
-    for (const letter of letters) {
-      const eventId = (letter.event as { event_id?: unknown } | undefined)?.event_id
-      this.#log.error(
-        { kind: letter.kind, error: letter.error, messageId, type, ...(eventId ? { eventId } : {}) },
-        'dead-lettering',
+    if (attempt === 0) {
+      for (const letter of delivery.letters) {
+        const eventId = (letter.event as { event_id?: unknown } | undefined)?.event_id
+        this.#log.error(
+          { kind: letter.kind, error: letter.error, messageId, type, ...(eventId ? { eventId } : {}) },
+          'dead-lettering',
+        )
+      }
+    }
+    const outcomes = await Promise.allSettled(delivery.letters.map((letter) => outbox.publish(letter, msg)))
+    const queued = delivery.letters.filter((_, i) => outcomes[i]?.status === 'fulfilled')
+    this.#tally.deadLettered += queued.length
+    for (const letter of queued) this.#metrics?.deadLettered.inc({ kind: letter.kind })
+    // Only the refused ones are tried again: a letter is queued once per delivery.
+    delivery.letters = delivery.letters.filter((_, i) => outcomes[i]?.status === 'rejected')
+    if (delivery.letters.length === 0) return true
+    const err = (outcomes.find((outcome) => outcome.status === 'rejected') as PromiseRejectedResult).reason as Error
+    if (err instanceof DeadLetterRefusedError) {
+      this.#metrics?.deadLetterRefusals.inc({ reason: err.reason }, delivery.letters.length)
+      if (err.reason === 'returned') {
+        await outbox.redeclare().then(
+          () =>
+            this.#log.warn(
+              { queue: this.#topology.deadLetterQueue },
+              'the dead-letter queue was gone; declared it again',
+            ),
+          (redeclareErr: unknown) =>
+            this.#log.warn({ err: redeclareErr }, 'could not declare the dead-letter queue again'),
+        )
+      }
+    }
+    // One line when a delivery's letters are first refused, then one every tenth retry.
+    if (attempt % 10 === 0) {
+      this.#log.warn(
+        { error: err.message, messageId, letters: delivery.letters.length, attempt },
+        'could not dead-letter; holding the message and retrying',
       )
     }
-    try {
-      await Promise.all(letters.map((letter) => publishDeadLetter(ledger.channel, this.#topology, letter, msg)))
-      this.#tally.deadLettered += letters.length
-      for (const letter of letters) this.#metrics?.deadLettered.inc({ kind: letter.kind })
-      return true
-    } catch (err) {
-      this.#log.warn({ error: (err as Error).message, messageId }, 'could not dead-letter; the broker will redeliver')
-      return false
-    }
+    return false
   }
 
   /**

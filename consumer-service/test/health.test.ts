@@ -18,16 +18,40 @@ async function healthWith(worker: WorkerHealth, database: boolean) {
 
 describe('GET /health', () => {
   it('is 200 when connected, the database answers and events move', async () => {
-    const res = await healthWith({ rabbitmq: 'up', progress: 'ok' }, true)
+    const res = await healthWith({ rabbitmq: 'up', progress: 'ok', dlq: 'ok' }, true)
     expect(res.statusCode).toBe(200)
-    expect(res.json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok' } })
+    expect(res.json()).toEqual({
+      status: 'healthy',
+      checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok', dlq: 'ok' },
+    })
   })
 
   it.each([
-    [{ rabbitmq: 'down', progress: 'ok' }, true, { rabbitmq: 'down', mysql: 'up', progress: 'ok' }],
-    [{ rabbitmq: 'up', progress: 'ok' }, false, { rabbitmq: 'up', mysql: 'down', progress: 'ok' }],
-    [{ rabbitmq: 'down', progress: 'ok' }, false, { rabbitmq: 'down', mysql: 'down', progress: 'ok' }],
-    [{ rabbitmq: 'up', progress: 'stalled' }, true, { rabbitmq: 'up', mysql: 'up', progress: 'stalled' }],
+    [
+      { rabbitmq: 'down', progress: 'ok', dlq: 'ok' },
+      true,
+      { rabbitmq: 'down', mysql: 'up', progress: 'ok', dlq: 'ok' },
+    ],
+    [
+      { rabbitmq: 'up', progress: 'ok', dlq: 'ok' },
+      false,
+      { rabbitmq: 'up', mysql: 'down', progress: 'ok', dlq: 'ok' },
+    ],
+    [
+      { rabbitmq: 'down', progress: 'ok', dlq: 'ok' },
+      false,
+      { rabbitmq: 'down', mysql: 'down', progress: 'ok', dlq: 'ok' },
+    ],
+    [
+      { rabbitmq: 'up', progress: 'stalled', dlq: 'ok' },
+      true,
+      { rabbitmq: 'up', mysql: 'up', progress: 'stalled', dlq: 'ok' },
+    ],
+    [
+      { rabbitmq: 'up', progress: 'ok', dlq: 'refusing' },
+      true,
+      { rabbitmq: 'up', mysql: 'up', progress: 'ok', dlq: 'refusing' },
+    ],
   ] as const)('is 503 naming the failing check (%j, database answers: %s)', async (worker, db, checks) => {
     const res = await healthWith(worker, db)
     expect(res.statusCode).toBe(503)

@@ -159,7 +159,7 @@ describe('start-up before the database exists', () => {
       await waitFor(async () => (await health()).body.checks.rabbitmq === 'up', { what: 'rabbitmq up' })
       expect(await health()).toEqual({
         status: 503,
-        body: { status: 'unhealthy', checks: { rabbitmq: 'up', mysql: 'down', progress: 'ok' } },
+        body: { status: 'unhealthy', checks: { rabbitmq: 'up', mysql: 'down', progress: 'ok', dlq: 'ok' } },
       })
 
       const connection = await connectDatabase()

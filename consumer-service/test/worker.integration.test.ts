@@ -183,12 +183,14 @@ async function rowCount(databaseName: string): Promise<number> {
 
 async function queueDepth(queue: string): Promise<{ ready: number; dead: number }> {
   const channel = await admin.createChannel()
+  // A missing queue closes the channel with a 404: checkQueue's rejection says so.
+  channel.on('error', () => {})
   try {
     const ready = (await channel.checkQueue(queue)).messageCount
     const dead = (await channel.checkQueue(`${queue}.dlq`)).messageCount
     return { ready, dead }
   } finally {
-    await channel.close()
+    await channel.close().catch(() => {})
   }
 }
 
@@ -433,7 +435,7 @@ describe('database outage', () => {
     await waitFor(async () => (await health.inject('/health')).statusCode === 503, { what: '/health 503' })
     expect((await health.inject('/health')).json()).toEqual({
       status: 'unhealthy',
-      checks: { rabbitmq: 'up', mysql: 'down', progress: 'ok' },
+      checks: { rabbitmq: 'up', mysql: 'down', progress: 'ok', dlq: 'ok' },
     })
     const sent = Array.from({ length: 200 }, () => event())
     for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
@@ -555,7 +557,7 @@ describe('progress', () => {
       await waitFor(async () => (await health.inject('/health')).statusCode === 503, { what: '/health 503' })
       expect((await health.inject('/health')).json()).toEqual({
         status: 'unhealthy',
-        checks: { rabbitmq: 'up', mysql: 'up', progress: 'stalled' },
+        checks: { rabbitmq: 'up', mysql: 'up', progress: 'stalled', dlq: 'ok' },
       })
     } finally {
       await locker.query('UNLOCK TABLES')
@@ -565,7 +567,7 @@ describe('progress', () => {
     await waitFor(async () => (await health.inject('/health')).statusCode === 200, { what: '/health 200' })
     expect((await health.inject('/health')).json()).toEqual({
       status: 'healthy',
-      checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok' },
+      checks: { rabbitmq: 'up', mysql: 'up', progress: 'ok', dlq: 'ok' },
     })
   })
 })
@@ -736,5 +738,94 @@ describe('what is in hand', () => {
     // CONSUMER_PREFETCH (1,000) of these would be 18 MB in hand.
     expect(await peak(() => worker.inHand.bytes, drained)).toBeLessThan(2.5 * 1024 * 1024)
     await drained
+  })
+})
+
+describe('a dead-letter queue that refuses or is gone', () => {
+  /**
+   * Puts a full DLQ in the queue's topology: it refuses every letter (max-length 1, reject-publish,
+   * and one letter in it already; a quorum queue takes one message past its limit).
+   */
+  async function refusingDeadLetterQueue(queue: string) {
+    const { deadLetterQueue, deadLetterExchange } = topologyFor(queue, 'quorum')
+    const channel = await admin.createConfirmChannel()
+    try {
+      await channel.deleteQueue(deadLetterQueue)
+      await channel.assertQueue(deadLetterQueue, {
+        durable: true,
+        arguments: { 'x-queue-type': 'quorum', 'x-max-length': 1, 'x-overflow': 'reject-publish' },
+      })
+      await channel.bindQueue(deadLetterQueue, deadLetterExchange, '')
+      for (let i = 0; i < 2; i++) channel.publish(deadLetterExchange, '', Buffer.from(`filler ${i}`))
+      await channel.waitForConfirms().catch(() => {}) // the second is nacked: the queue is full
+    } finally {
+      await channel.close()
+    }
+  }
+
+  it('holds a refused letter and retries it, while the good events behind it are stored and acked', async () => {
+    const { queue, databaseName, worker, health } = await startConsumer()
+    await refusingDeadLetterQueue(queue)
+    publisher.publish('', queue, Buffer.from('not JSON: refused by the full DLQ'), messageProperties(randomUUID()))
+    const good = Array.from({ length: 3000 }, () => event())
+    for (const e of good) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+
+    // Before: the prefetch filled with stored deliveries waiting behind the held one; 999 stored.
+    await waitFor(async () => (await rowCount(databaseName)) === 3000, { what: '3000 rows', timeoutMs: 30_000 })
+    await waitFor(() => worker.inHand.events === 1, { what: 'only the refused letter in hand', timeoutMs: 10_000 })
+    expect((await queueDepth(queue)).ready).toBe(0)
+    const unhealthy = await health.inject('/health')
+    expect(unhealthy.statusCode).toBe(503)
+    expect(unhealthy.json().checks).toMatchObject({ rabbitmq: 'up', mysql: 'up', dlq: 'refusing' })
+    const text = await scrape(health)
+    expect(metricValue(text, 'consumer_dead_letters_held')).toBe(1)
+    expect(metricValue(text, 'consumer_dead_letter_refusals_total')).toBeGreaterThanOrEqual(1)
+
+    // The DLQ takes letters again (the operator removed the limit): the letter lands, once.
+    const channel = await admin.createChannel()
+    await channel.deleteQueue(`${queue}.dlq`)
+    await assertTopology(channel, topologyFor(queue, 'quorum'))
+    await channel.close()
+    await waitFor(async () => (await queueDepth(queue)).dead === 1, { what: 'the letter in the DLQ' })
+    await waitFor(() => worker.inHand.events === 0, { what: 'nothing in hand' })
+    await waitFor(async () => (await health.inject('/health')).statusCode === 200, { what: 'healthy again' })
+    expect(metricValue(await scrape(health), 'consumer_dead_letters_held')).toBe(0)
+    expect((await deadLetterMessages(queue, 1))[0]?.content.toString()).toBe('not JSON: refused by the full DLQ')
+  })
+
+  it('declares a deleted DLQ again and queues every letter there before acking the originals', async () => {
+    const { databaseName } = await startConsumer()
+    const connection = await connectDatabase(databaseName)
+    await connection.query('ALTER TABLE user_activities MODIFY event_type VARCHAR(10) NOT NULL')
+    await connection.end()
+    const { queue, worker } = await startConsumer({ databaseName })
+    const channel = await admin.createChannel()
+    await channel.deleteQueue(`${queue}.dlq`)
+    await channel.close()
+
+    const good = Array.from({ length: 5 }, () => event({ event_type: 'short' }))
+    const rejected = event({ event_type: 'much_too_long_for_ten' }) // got a 202: must not be lost
+    for (const [i, e] of good.entries()) {
+      await publish(queue, e)
+      if (i < 3) await publish(queue, Buffer.from(`poison ${i}`))
+    }
+    await publish(queue, rejected)
+
+    await waitFor(async () => (await rowCount(databaseName)) === 5, { what: 'the five good rows' })
+    // Before: the letters went nowhere (published without mandatory) and the originals were acked.
+    await waitFor(async () => (await queueDepth(queue).catch(() => ({ dead: -1 }))).dead === 4, {
+      what: 'four letters in the DLQ declared again',
+      timeoutMs: 15_000,
+    })
+    await waitFor(() => worker.inHand.events === 0, { what: 'nothing in hand' })
+    const letters = await deadLetterMessages(queue, 4)
+    expect(letters.map((msg) => msg.properties.headers?.['x-error-kind']).sort()).toEqual([
+      'database-rejected',
+      'validation',
+      'validation',
+      'validation',
+    ])
+    expect(letters.map((msg) => msg.content.toString())).toContain(JSON.stringify(rejected))
   })
 })
