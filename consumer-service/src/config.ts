@@ -17,8 +17,15 @@ export const ConfigSchema = Type.Object({
   HEALTH_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 8001 }),
   /** Serve Prometheus metrics on GET /metrics of the health server (on by default). */
   METRICS_ENABLED: Type.Boolean({ default: true }),
-  /** Events in hand (unacknowledged) at most; the broker's prefetch follows the messages' size. */
+  /** Messages in hand (unacknowledged) at most; fewer when CONSUMER_MAX_IN_HAND_BYTES says so. */
   CONSUMER_PREFETCH: Type.Integer({ minimum: 1, maximum: 65535, default: 1000 }),
+  /** Message bytes in hand at most: the prefetch fits it for messages of CONSUMER_MAX_MESSAGE_BYTES (prefetch.ts). */
+  CONSUMER_MAX_IN_HAND_BYTES: Type.Integer({ minimum: 65536, maximum: 1024 ** 3, default: 64 * 1024 * 1024 }),
+  /**
+   * The largest message expected: the producer splits batches into messages of 64 KiB, and a
+   * single event is at most its BODY_LIMIT_BYTES (64 KiB) plus an envelope. Raise it with that.
+   */
+  CONSUMER_MAX_MESSAGE_BYTES: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 65 * 1024 }),
   /** Most rows per INSERT; a batch also closes at a quarter of CONSUMER_PREFETCH (see worker.ts). */
   CONSUMER_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 5000, default: 500 }),
   /** Longest a message waits for its batch to fill. */

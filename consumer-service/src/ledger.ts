@@ -29,6 +29,8 @@ export class Ledger {
   #bytes = 0
   /** Parked deliveries among the open ones. */
   #parked = 0
+  /** Told when nothing is left unsettled (or the channel is lost). */
+  #drainWaiters: (() => void)[] = []
 
   constructor(channel: ConfirmChannel, logger: Logger) {
     this.channel = channel
@@ -66,6 +68,21 @@ export class Ledger {
     if (entry.parked) this.#parked--
     this.#events -= entry.events
     this.#bytes -= entry.msg.content.length
+    this.#wakeIfDrained()
+  }
+
+  /**
+   * Resolves once every delivery so far is settled or parked (a parked one may wait for as long
+   * as the DLQ refuses), or the channel is lost.
+   */
+  drained(): Promise<void> {
+    if (this.#open.size === this.#parked || this.lost) return Promise.resolve()
+    return new Promise((resolve) => this.#drainWaiters.push(resolve))
+  }
+
+  #wakeIfDrained(): void {
+    if (this.#open.size !== this.#parked && !this.lost) return
+    for (const wake of this.#drainWaiters.splice(0)) wake()
   }
 
   /**
@@ -88,6 +105,7 @@ export class Ledger {
     entry.parked = true
     this.#parked++
     this.#settle()
+    this.#wakeIfDrained()
   }
 
   #settle(): void {
@@ -126,6 +144,7 @@ export class Ledger {
     this.#events = 0
     this.#bytes = 0
     this.#lost.abort()
+    this.#wakeIfDrained()
   }
 
   #send(settle: () => void): void {

@@ -90,7 +90,7 @@ export function observeWorker(metrics: ConsumerMetrics, worker: WorkerGauges): v
   })
   new client.Gauge({
     name: 'consumer_events_in_hand',
-    help: 'Events delivered and not yet settled (kept near CONSUMER_PREFETCH whatever the messages carry)',
+    help: 'Events delivered and not yet settled (a batch message counts the events it says it carries)',
     registers,
     collect() {
       this.set(worker.inHand.events)

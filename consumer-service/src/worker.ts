@@ -4,6 +4,7 @@ import type { ConfirmChannel, ConsumeMessage } from 'amqplib'
 import type { Logger } from 'pino'
 import {
   connectBroker,
+  EVENT_COUNT_HEADER,
   parseQueueMessage,
   topologyFor,
   type BrokerConfig,
@@ -15,22 +16,20 @@ import { Batcher } from './batcher.js'
 import { DeadLetterOutbox, DeadLetterRefusedError, type DeadLetter } from './dead-letter.js'
 import { Ledger } from './ledger.js'
 import type { ConsumerMetrics, WorkerGauges } from './metrics.js'
+import { PrefetchPlan } from './prefetch.js'
 import { RowTooLargeError, toRow, TransientStoreError, type Store } from './store.js'
 
 /**
  * Upper bound of a batch's message bytes; the store splits further if the server's packet limit
- * is lower. A batch is copied a few times on its way into one INSERT (text, rows, SQL, packet):
- * with this and MAX_IN_HAND_BYTES, the heap stays small enough for the 128 MiB old space the
- * service runs with (see the Dockerfile), even when every event is near the 64 KiB limit.
+ * is lower. Deliveries are held as the broker sent them (bytes, outside the JS heap) and parsed
+ * only when their batch is handled; a batch is copied a few times on its way into one INSERT
+ * (objects, rows, SQL, packet): with this, the heap stays small enough for the 128 MiB old space
+ * the service runs with (see the Dockerfile), whatever the messages in hand carry.
  */
 const MAX_BATCH_BYTES = 1024 * 1024
 const RETRY_BASE_MS = 100
 /** Longest wait between database pings while waiting to start consuming. */
 const PING_MAX_MS = 1000
-/** Message bytes in hand (unacknowledged) past which consuming pauses: 64 KiB events or batch messages. */
-const MAX_IN_HAND_BYTES = 8 * 1024 * 1024
-/** The prefetch of a new channel, before the messages' size is known. */
-const PREFETCH_START = 10
 /** Batches in flight: one is parsed while the other is inserted. */
 const BATCH_CONCURRENCY = 2
 /**
@@ -45,6 +44,8 @@ const WAITING_LOG_MS = 30_000
 
 export interface WorkerConfig extends BrokerConfig {
   CONSUMER_PREFETCH: number
+  CONSUMER_MAX_IN_HAND_BYTES: number
+  CONSUMER_MAX_MESSAGE_BYTES: number
   CONSUMER_BATCH_SIZE: number
   CONSUMER_BATCH_WAIT_MS: number
   CONSUMER_RETRY_MAX_MS: number
@@ -60,9 +61,9 @@ export interface WorkerHealth {
 }
 
 /**
- * A delivery, parsed, and the ledger of the channel it came on (a batch never spans two
- * channels): its events to store, and its letters, what of it can never be stored. It is
- * settled once every event is stored and every letter confirmed on the dead-letter queue.
+ * A delivery and the ledger of the channel it came on (a batch never spans two channels); once
+ * its batch is handled, parsed: its events to store, and its letters, what of it can never be
+ * stored. It is settled once every event is stored and every letter confirmed on the DLQ.
  */
 interface Delivery {
   ledger: Ledger
@@ -112,6 +113,27 @@ export function sleep(ms: number, ...signals: AbortSignal[]): Promise<boolean> {
   })
 }
 
+/** What a delivery carries, unparsed: a batch message says so in a header; anything else is one. */
+function eventCountOf(msg: ConsumeMessage): number {
+  const count = msg.properties.headers?.[EVENT_COUNT_HEADER]
+  return typeof count === 'number' && Number.isInteger(count) && count > 0 ? count : 1
+}
+
+/** Fills in a delivery's events and letters from its bytes (the contract's checks). */
+function parse(delivery: Delivery): void {
+  const parsed = parseQueueMessage(delivery.msg.content, delivery.msg.properties.type)
+  if (!parsed.ok) {
+    delivery.letters = [{ kind: 'validation', error: JSON.stringify(parsed.errors) }]
+    return
+  }
+  delivery.events = parsed.value.events
+  delivery.letters = parsed.value.invalid.map(({ event, errors }) => ({
+    kind: 'validation',
+    error: JSON.stringify(errors),
+    event,
+  }))
+}
+
 export class Worker implements WorkerGauges {
   readonly #config: WorkerConfig
   readonly #store: Store
@@ -140,10 +162,9 @@ export class Worker implements WorkerGauges {
   /** Deliveries whose letters the broker refused, retried in the background. */
   #lettersHeld = 0
   #lastStoredAt = Date.now()
-  /** The prefetch of the current consumer, and what the messages weigh on average (see #regulate). */
-  #prefetch = 0
-  #weight = { events: 0, bytes: 0 }
-  #flowChanging = false
+  /** The prefetch in force on the open channel (see prefetch.ts), and whether it is changing. */
+  #plan: PrefetchPlan | undefined
+  #resizing = false
   readonly #maxInHandBytes: number
 
   /** `summaryIntervalMs`: how often an info line sums up what was stored (tests shorten it). */
@@ -153,14 +174,14 @@ export class Worker implements WorkerGauges {
     logger,
     summaryIntervalMs = 10_000,
     metrics,
-    maxInHandBytes = MAX_IN_HAND_BYTES,
+    maxInHandBytes = config.CONSUMER_MAX_IN_HAND_BYTES,
   }: {
     config: WorkerConfig
     store: Store
     logger: Logger
     summaryIntervalMs?: number
     metrics?: ConsumerMetrics
-    /** Message bytes in hand past which the worker stops consuming for a while. */
+    /** Message bytes in hand at most (CONSUMER_MAX_IN_HAND_BYTES; tests lower it). */
     maxInHandBytes?: number
   }) {
     this.#maxInHandBytes = maxInHandBytes
@@ -181,8 +202,8 @@ export class Worker implements WorkerGauges {
       maxBytes: MAX_BATCH_BYTES,
       concurrency: BATCH_CONCURRENCY,
       sizeOf: (delivery) => delivery.msg.content.length,
-      // Rows, not messages: a batch message carries many events.
-      weightOf: (delivery) => Math.max(1, delivery.events.length),
+      // Rows, not messages: a batch message carries many events (it says how many, unparsed).
+      weightOf: (delivery) => eventCountOf(delivery.msg),
       handle: (batch) => this.#handle(batch),
     })
   }
@@ -278,9 +299,15 @@ export class Worker implements WorkerGauges {
   }
 
   async #ready(channel: ConfirmChannel): Promise<void> {
-    // Small until the messages' size is known: a queue may hold large batch messages.
-    this.#prefetch = Math.min(this.#config.CONSUMER_PREFETCH, PREFETCH_START)
-    await channel.prefetch(this.#prefetch)
+    // Each channel starts small: its queue may hold large messages (see prefetch.ts).
+    const plan = new PrefetchPlan({
+      prefetch: this.#config.CONSUMER_PREFETCH,
+      maxInHandBytes: this.#maxInHandBytes,
+      maxMessageBytes: this.#config.CONSUMER_MAX_MESSAGE_BYTES,
+    })
+    this.#plan = plan
+    this.#resizing = false
+    await channel.prefetch(plan.current)
     const ledger = new Ledger(channel, this.#log)
     this.#ledger = ledger
     this.#outbox = new DeadLetterOutbox(channel, this.#topology)
@@ -341,48 +368,35 @@ export class Worker implements WorkerGauges {
   }
 
   /**
-   * Keeps what is in hand near CONSUMER_PREFETCH events and MAX_IN_HAND_BYTES, whatever the
-   * messages carry. The broker's prefetch counts messages: CONSUMER_PREFETCH single events are
-   * small, as many batch messages or 64 KiB events are not. So the prefetch follows the size of
-   * the messages seen (starting small, since a queue may open with large ones); RabbitMQ applies
-   * a new prefetch to new consumers only, so a change is a cancel, a qos and a consume again.
+   * Changes the prefetch when the plan says so. RabbitMQ applies a prefetch to new consumers
+   * only, and a cancelled consumer's deliveries stay unacknowledged on the channel: a new
+   * consumer next to them would get a whole window more. So the consumer is cancelled, what it
+   * was handed is settled first, and only then is a consumer with the new prefetch started.
    */
-  #regulate(ledger: Ledger, msg?: ConsumeMessage, events = 1): void {
-    if (msg) {
-      const weight = this.#weight
-      weight.events = weight.events === 0 ? events : weight.events * 0.9 + events * 0.1
-      weight.bytes = weight.bytes === 0 ? msg.content.length : weight.bytes * 0.9 + msg.content.length * 0.1
-    }
-    if (this.#flowChanging || !this.#consumerTag || ledger.lost || this.#stopped.signal.aborted) return
-    const { events: perMessage, bytes } = this.#weight
-    const fits = Math.min(this.#config.CONSUMER_PREFETCH / perMessage, this.#maxInHandBytes / Math.max(1, bytes))
-    const target = Math.max(1, Math.min(this.#config.CONSUMER_PREFETCH, Math.floor(fits)))
-    if (
-      target < this.#prefetch / 2 ||
-      target > this.#prefetch * 2 ||
-      (target === this.#config.CONSUMER_PREFETCH && target !== this.#prefetch)
-    ) {
-      const consumerTag = this.#consumerTag
-      this.#consumerTag = undefined
-      this.#flowChanging = true
-      void (async () => {
-        try {
-          await ledger.channel.cancel(consumerTag)
-          await ledger.channel.prefetch(target)
-          this.#prefetch = target
-          this.#log.debug(
-            { prefetch: target, eventsPerMessage: perMessage, bytesPerMessage: bytes },
-            'prefetch changed',
-          )
-          await this.#startConsuming(ledger)
-        } catch (err) {
-          // The channel is going: recovery starts over on a new one.
-          this.#log.debug({ err }, 'could not change the prefetch')
-        } finally {
-          this.#flowChanging = false
-        }
-      })()
-    }
+  #observe(ledger: Ledger, msg: ConsumeMessage): void {
+    const plan = this.#plan
+    const target = plan?.observe(msg.content.length)
+    if (!plan || target === undefined || this.#resizing || !this.#consumerTag || ledger.lost) return
+    if (this.#stopped.signal.aborted) return
+    const consumerTag = this.#consumerTag
+    this.#consumerTag = undefined
+    this.#resizing = true
+    void (async () => {
+      try {
+        await ledger.channel.cancel(consumerTag)
+        await ledger.drained()
+        if (ledger.lost || this.#stopped.signal.aborted) return
+        await ledger.channel.prefetch(target)
+        this.#log.debug({ from: plan.current, to: target, bytes: msg.content.length }, 'prefetch changed')
+        plan.current = target
+        await this.#startConsuming(ledger)
+      } catch (err) {
+        // The channel is going: recovery starts over on a new one.
+        this.#log.debug({ err }, 'could not change the prefetch')
+      } finally {
+        if (this.#plan === plan) this.#resizing = false
+      }
+    })()
   }
 
   #deliver(ledger: Ledger, outbox: DeadLetterOutbox, msg: ConsumeMessage | null): void {
@@ -392,25 +406,10 @@ export class Worker implements WorkerGauges {
       ledger.channel.close().catch((err: unknown) => this.#log.debug({ err }, 'channel already closed'))
       return
     }
-    const parsed = parseQueueMessage(msg.content, msg.properties.type)
-    const events = parsed.ok ? Math.max(1, parsed.value.events.length) : 1
-    ledger.hold(msg, events)
-    this.#regulate(ledger, msg, events)
-    this.#batcher.push(
-      parsed.ok
-        ? {
-            ledger,
-            outbox,
-            msg,
-            events: parsed.value.events,
-            letters: parsed.value.invalid.map(({ event, errors }) => ({
-              kind: 'validation',
-              error: JSON.stringify(errors),
-              event,
-            })),
-          }
-        : { ledger, outbox, msg, events: [], letters: [{ kind: 'validation', error: JSON.stringify(parsed.errors) }] },
-    )
+    // Held as bytes, parsed when its batch is handled: what is in hand costs the JS heap nothing.
+    ledger.hold(msg, eventCountOf(msg))
+    this.#observe(ledger, msg)
+    this.#batcher.push({ ledger, outbox, msg, events: [], letters: [] })
   }
 
   /** Forgets the channel; its unsettled deliveries come back from the broker. */
@@ -418,6 +417,7 @@ export class Worker implements WorkerGauges {
     this.#ledger?.lose()
     this.#ledger = undefined
     this.#outbox = undefined
+    this.#plan = undefined
     this.#consumerTag = undefined
     this.#batcher.discard()
   }
@@ -425,6 +425,7 @@ export class Worker implements WorkerGauges {
   async #handle(batch: Delivery[]): Promise<void> {
     const ledger = batch[0]?.ledger
     if (!ledger || ledger.lost) return
+    for (const delivery of batch) parse(delivery)
 
     const items: Item[] = batch.flatMap((delivery) => delivery.events.map((message) => ({ delivery, message })))
     if (items.length > 0) {

@@ -91,3 +91,28 @@ describe('Ledger', () => {
     expect(ledger.inHand.events).toBe(0)
   })
 })
+
+describe('Ledger.drained', () => {
+  it('resolves once every delivery is settled or parked, or the channel is lost', async () => {
+    const { ledger, deliver, of } = setup()
+    deliver(1, 2, 3)
+    let drained = false
+    void ledger.drained().then(() => (drained = true))
+    ledger.stored(of(2))
+    ledger.park(of(1)[0] as ConsumeMessage)
+    await Promise.resolve()
+    expect(drained).toBe(false)
+    ledger.stored(of(3))
+    await Promise.resolve()
+    expect(drained).toBe(true)
+
+    const other = setup()
+    other.deliver(1)
+    let lost = false
+    void other.ledger.drained().then(() => (lost = true))
+    other.close()
+    other.ledger.stored(other.of(1))
+    await Promise.resolve()
+    expect(lost).toBe(true)
+  })
+})

@@ -703,8 +703,8 @@ describe('what is in hand', () => {
     return max
   }
 
-  it('stays near CONSUMER_PREFETCH events when the messages are batches of 100', async () => {
-    // Queued before the worker starts, so that it could take them all at once.
+  /** A queue of the test's own, filled before a worker consumes it (it could take it all at once). */
+  async function filledQueue(messages: { body: Buffer; batch: boolean }[]) {
     const queue = uniqueName('consumer_it')
     const channel = await admin.createChannel()
     await assertTopology(channel, topologyFor(queue, 'quorum'))
@@ -712,21 +712,54 @@ describe('what is in hand', () => {
       await deleteTopology(channel, topologyFor(queue, 'quorum'))
       await channel.close()
     })
-    const batches = Array.from({ length: 60 }, () => Array.from({ length: 100 }, () => event()))
-    for (const events of batches) await publishBatch(queue, events)
-    const { databaseName, worker } = await startConsumer({
-      queue,
-      env: { CONSUMER_PREFETCH: '200', CONSUMER_BATCH_SIZE: '100' },
+    for (const [i, { body, batch }] of messages.entries()) {
+      const properties = batch ? messageProperties(randomUUID(), BATCH_MESSAGE_TYPE) : messageProperties(randomUUID())
+      publisher.publish('', queue, body, properties)
+      if (i % 500 === 499) await publisher.waitForConfirms()
+    }
+    await publisher.waitForConfirms()
+    return queue
+  }
+
+  const single = () => ({ body: Buffer.from(JSON.stringify(event())), batch: false })
+  /** A batch message of `count` events of about 1 KB each. */
+  const batchOf = (count: number) => ({
+    body: Buffer.from(
+      JSON.stringify({ events: Array.from({ length: count }, () => event({ metadata: { pad: 'x'.repeat(900) } })) }),
+    ),
+    batch: true,
+  })
+
+  it('holds at most its byte budget when single events give way to 64 KiB batch messages', async () => {
+    // 64 KiB is what the producer puts in one message at most. Before, the prefetch had grown
+    // to CONSUMER_PREFETCH on the single events, and a whole window of batch messages came.
+    const budget = 4 * 1024 * 1024
+    const messages = [...Array.from({ length: 3000 }, single), ...Array.from({ length: 200 }, () => batchOf(55))]
+    expect(Math.max(...messages.map((m) => m.body.length))).toBeLessThanOrEqual(64 * 1024)
+    const queue = await filledQueue(messages)
+    const { databaseName, worker } = await startConsumer({ queue, maxInHandBytes: budget })
+    const drained = waitFor(async () => (await rowCount(databaseName)) === 3000 + 200 * 55, {
+      what: 'every row',
+      timeoutMs: 30_000,
     })
-    const drained = waitFor(async () => (await rowCount(databaseName)) === 6000, {
-      what: '6000 rows',
-      timeoutMs: 20_000,
-    })
-    // A prefetch of 200 messages would be 20,000 events; the worker starts with 10 messages and
-    // follows their size down to 2.
-    expect(await peak(() => worker.inHand.events, drained)).toBeLessThanOrEqual(1200)
+    expect(await peak(() => worker.inHand.bytes, drained)).toBeLessThanOrEqual(budget)
     await drained
     await waitFor(async () => (await queueDepth(queue)).ready === 0, { what: 'an empty queue' })
+  })
+
+  it('starts small enough for the 1 MiB batch messages of earlier producers at the head of the queue', async () => {
+    const budget = 16 * 1024 * 1024
+    const queue = await filledQueue([
+      ...Array.from({ length: 40 }, () => batchOf(1000)),
+      ...Array.from({ length: 500 }, single),
+    ])
+    const { databaseName, worker } = await startConsumer({ queue, maxInHandBytes: budget })
+    const drained = waitFor(async () => (await rowCount(databaseName)) === 40 * 1000 + 500, {
+      what: 'every row',
+      timeoutMs: 40_000,
+    })
+    expect(await peak(() => worker.inHand.bytes, drained)).toBeLessThanOrEqual(budget)
+    await drained
   })
 
   it('stays near its byte budget when the events are large', async () => {
@@ -736,7 +769,7 @@ describe('what is in hand', () => {
     await publisher.waitForConfirms()
     const drained = waitFor(async () => (await rowCount(databaseName)) === 300, { what: '300 rows', timeoutMs: 30_000 })
     // CONSUMER_PREFETCH (1,000) of these would be 18 MB in hand.
-    expect(await peak(() => worker.inHand.bytes, drained)).toBeLessThan(2.5 * 1024 * 1024)
+    expect(await peak(() => worker.inHand.bytes, drained)).toBeLessThanOrEqual(1024 * 1024)
     await drained
   })
 })

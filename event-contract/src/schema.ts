@@ -14,8 +14,16 @@ export const MAX_METADATA_DEPTH = 16
 
 /** Message `type` property of the queue messages this contract describes: one event. */
 export const MESSAGE_TYPE = 'user_activity.v1'
-/** Message `type` of a batch message: the events of one `/batch` request, in one message. */
+/** Message `type` of a batch message: events of one `/batch` request, in one message or several. */
 export const BATCH_MESSAGE_TYPE = 'user_activity_batch.v1'
+/**
+ * Most bytes the producer puts in one message: a batch is split into messages of at most this
+ * size (one event alone may be larger, up to the producer's BODY_LIMIT_BYTES). The consumer
+ * sizes its prefetch on it, so that what it holds stays within a byte budget.
+ */
+export const MAX_MESSAGE_BYTES = 64 * 1024
+/** Header of a batch message: how many events it carries (the consumer weighs it unparsed). */
+export const EVENT_COUNT_HEADER = 'x-event-count'
 
 const UserId = Type.Integer({
   minimum: 1,
