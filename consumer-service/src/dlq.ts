@@ -3,7 +3,7 @@
 // where it was and a copy on the queue, which the consumer stores once (event_id is unique).
 import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
-import amqp, { type ChannelModel, type ConfirmChannel, type GetMessage } from 'amqplib'
+import amqp, { type ChannelModel, type ConfirmChannel, type Message } from 'amqplib'
 import {
   brokerAddresses,
   brokerConnectOptions,
@@ -33,7 +33,7 @@ Exit codes: 0 done, 1 failed, 2 wrong usage, 3 RabbitMQ not reachable, 4 a queue
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3, noQueue: 4 } as const
 
-/** Letters a scan looks at, at most (stats, and replay's search for a kind). */
+/** Letters stats and purge count by kind, at most: each is held unacknowledged by RabbitMQ meanwhile. */
 const SCAN_LIMIT = 100_000
 
 export interface Output {
@@ -51,13 +51,13 @@ class CliError extends Error {
 }
 
 interface Letter {
-  message: GetMessage
+  message: Message
   kind: string
   error: string
 }
 
 /** The reason a letter carries: the consumer's headers, or RabbitMQ's own x-death. */
-function letterOf(message: GetMessage): Letter {
+function letterOf(message: Message): Letter {
   const headers = message.properties.headers ?? {}
   const kind = headers['x-error-kind']
   if (typeof kind === 'string') return { message, kind, error: String(headers['x-error'] ?? '') }
@@ -115,20 +115,72 @@ async function depth(channel: ConfirmChannel, queue: string): Promise<number> {
   }
 }
 
-/** Takes up to `limit` letters, unacknowledged: they go back to the DLQ when the channel closes. */
-async function take(channel: ConfirmChannel, queue: string, limit: number): Promise<Letter[]> {
-  const letters: Letter[] = []
-  while (letters.length < limit) {
+/**
+ * Reads up to `limit` letters one by one with basic.get and hands each to `each`, keeping none:
+ * they stay unacknowledged, and go back to the DLQ when the channel closes.
+ */
+async function scan(channel: ConfirmChannel, queue: string, limit: number, each: (letter: Letter) => void) {
+  for (let read = 0; read < limit; read++) {
     const message = await channel.get(queue, { noAck: false })
-    if (!message) break
-    letters.push(letterOf(message))
+    if (!message) return
+    each(letterOf(message))
   }
-  return letters
 }
 
-function countKinds(letters: Letter[]): Record<string, number> {
+/** Letters one consumer of countKinds may hold unacknowledged: RabbitMQ sends that many at once. */
+const PER_CONSUMER = 2000
+
+/**
+ * Counts the first `limit` letters by kind without removing any, in constant memory. Consumers
+ * rather than a get per letter (100,000 round trips take minutes), each with a prefetch of
+ * PER_CONSUMER: the letters stay unacknowledged until the channel closes, so each consumer takes
+ * its share and stops, and the next one starts only when the ones before have delivered most of
+ * theirs. That paces RabbitMQ to the counting: no more than two shares are on their way at once.
+ * Each letter is counted and dropped.
+ */
+async function countKinds(channel: ConfirmChannel, queue: string, limit: number): Promise<Record<string, number>> {
   const kinds: Record<string, number> = {}
-  for (const { kind } of letters) kinds[kind] = (kinds[kind] ?? 0) + 1
+  if (limit === 0) return kinds
+  let counted = 0
+  let credit = 0
+  let adding = false
+  let stalled: NodeJS.Timeout | undefined
+  let finish: (err?: unknown) => void = () => {}
+  const finished = new Promise<void>((resolve, reject) => (finish = (err) => (err ? reject(err) : resolve())))
+  const done = (err?: unknown) => {
+    clearTimeout(stalled)
+    finish(err)
+  }
+  // The depth read at the start may include letters another client takes meanwhile: five quiet
+  // seconds end the count rather than a wait for letters that will never come.
+  const quiet = () => {
+    clearTimeout(stalled)
+    stalled = setTimeout(done, 5000)
+  }
+  const more = () => {
+    if (adding || credit >= limit || credit - counted > PER_CONSUMER) return
+    adding = true
+    const share = Math.min(PER_CONSUMER, limit - credit)
+    credit += share
+    channel
+      .prefetch(share)
+      .then(() => channel.consume(queue, count))
+      .then(() => {
+        adding = false
+        more()
+      }, done)
+  }
+  const count = (message: Message | null) => {
+    if (!message || counted >= limit) return
+    const { kind } = letterOf(message)
+    kinds[kind] = (kinds[kind] ?? 0) + 1
+    if (++counted === limit) return done()
+    quiet()
+    more()
+  }
+  more()
+  quiet()
+  await finished
   return kinds
 }
 
@@ -139,16 +191,19 @@ function readBrokerConfig(env: NodeJS.ProcessEnv) {
 async function stats(channel: ConfirmChannel, topology: Topology, json: boolean, io: Output) {
   const queued = await depth(channel, topology.queue)
   const dead = await depth(channel, topology.deadLetterQueue)
-  const kinds = countKinds(await take(channel, topology.deadLetterQueue, SCAN_LIMIT))
+  const kinds = await countKinds(channel, topology.deadLetterQueue, Math.min(dead, SCAN_LIMIT))
   if (json) return io.out(JSON.stringify({ queue: topology.queue, queued, deadLettered: dead, kinds }))
   io.out(`${topology.queue}: ${queued} ready`)
-  io.out(`${topology.deadLetterQueue}: ${dead} dead letters`)
+  io.out(
+    `${topology.deadLetterQueue}: ${dead} dead letters${dead > SCAN_LIMIT ? ` (kinds of the first ${SCAN_LIMIT})` : ''}`,
+  )
   for (const [kind, count] of Object.entries(kinds).sort((a, b) => b[1] - a[1])) io.out(`  ${count}\t${kind}`)
 }
 
+/** Prints each letter as it reads it: only the one being printed is in memory. */
 async function peek(channel: ConfirmChannel, topology: Topology, count: number, json: boolean, io: Output) {
   await depth(channel, topology.deadLetterQueue)
-  for (const { message, kind, error } of await take(channel, topology.deadLetterQueue, count)) {
+  await scan(channel, topology.deadLetterQueue, count, ({ message, kind, error }) => {
     const headers = message.properties.headers ?? {}
     const letter = {
       messageId: message.properties.messageId,
@@ -160,7 +215,7 @@ async function peek(channel: ConfirmChannel, topology: Topology, count: number, 
     }
     if (json) io.out(JSON.stringify(letter))
     else io.out(`${letter.messageId ?? '-'}  ${kind}  ${letter.deadLetteredAt ?? ''}\n  ${error}\n  ${letter.body}`)
-  }
+  })
 }
 
 async function replay(
@@ -171,13 +226,15 @@ async function replay(
   io: Output,
 ) {
   await depth(channel, topology.queue)
-  await depth(channel, topology.deadLetterQueue)
+  // The letters present now, once each: a replayed letter that fails again is dead-lettered
+  // behind them, and reading on until the DLQ is empty would take it again, and again.
+  const present = await depth(channel, topology.deadLetterQueue)
   // A copy RabbitMQ could not route (the queue deleted meanwhile) must not cost the letter.
   let returned = false
   channel.on('return', () => (returned = true))
   let moved = 0
   let scanned = 0
-  while (moved < limit && scanned < SCAN_LIMIT) {
+  while (moved < limit && scanned < present) {
     const message = await channel.get(topology.deadLetterQueue, { noAck: false })
     if (!message) break
     scanned++
@@ -210,8 +267,10 @@ async function replay(
 async function purge(open: () => Promise<ConfirmChannel>, topology: Topology, io: Output) {
   const counting = await open()
   const dead = await depth(counting, topology.deadLetterQueue)
-  const kinds = countKinds(await take(counting, topology.deadLetterQueue, SCAN_LIMIT))
-  io.out(`deleting ${dead} dead letters from ${topology.deadLetterQueue}:`)
+  const kinds = await countKinds(counting, topology.deadLetterQueue, Math.min(dead, SCAN_LIMIT))
+  io.out(
+    `deleting ${dead} dead letters from ${topology.deadLetterQueue}${dead > SCAN_LIMIT ? ` (kinds of the first ${SCAN_LIMIT})` : ''}:`,
+  )
   for (const [name, count] of Object.entries(kinds)) io.out(`  ${count}\t${name}`)
   // Closing puts the letters taken for counting back, so that the purge takes them too.
   await counting.close()
