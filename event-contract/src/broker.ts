@@ -3,7 +3,7 @@
 import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from 'amqplib'
 import type { Logger } from 'pino'
 import { brokerAddresses, brokerConnectOptions, type BrokerConfig } from './config.js'
-import { assertTopology, isPreconditionFailed, topologyFor } from './topology.js'
+import { declareTopology, isPreconditionFailed, topologyFor } from './topology.js'
 
 export interface BrokerConnectionOptions<C extends Channel> {
   config: BrokerConfig
@@ -44,6 +44,7 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
   }
 
   const setupChannel = async (model: ChannelModel) => {
+    await declare(model)
     const channel = await openChannel(model)
     channel.on('error', (err: Error) => logger.error({ err }, 'RabbitMQ channel error'))
     channel.on('handler-error', (err: Error, event: string) =>
@@ -58,8 +59,18 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
       // makes recovery open a fresh channel and declare the topology again.
       model.close().catch((err: unknown) => logger.debug({ err }, 'RabbitMQ connection already closed'))
     })
+    await ready(channel)
+  }
+
+  // On channels of its own, before the service's: a 406 closes the channel it happens on.
+  const declare = async (model: ChannelModel) => {
     try {
-      await assertTopology(channel, topology)
+      for (const { queue, missing, consequence, fix } of await declareTopology(() => model.createChannel(), topology)) {
+        logger.warn(
+          { queue, missing, fix },
+          `queue declared by an earlier version without ${Object.keys(missing).join(', ')}: ${consequence}. It works on; to fix it: ${fix}`,
+        )
+      }
     } catch (err) {
       if (isPreconditionFailed(err)) {
         logger.error(
@@ -69,7 +80,6 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
       }
       throw err
     }
-    await ready(channel)
   }
 
   // Several nodes (a cluster): amqplib's recovery reads these options at every attempt, so the
