@@ -2,6 +2,7 @@
 // Every move is publish-with-confirm first, remove second: a crash in between leaves the letter
 // where it was and a copy on the queue, which the consumer stores once (event_id is unique).
 import { parseArgs } from 'node:util'
+import v8 from 'node:v8'
 import { pathToFileURL } from 'node:url'
 import amqp, { type ChannelModel, type ConfirmChannel, type Message } from 'amqplib'
 import {
@@ -350,6 +351,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, io: Output): 
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  // A scan makes a little garbage per letter, and V8 would grow its young generation from 2 MB
+  // to 32 MB for it: the RSS of stats over 100,000 letters went from 90 to 115 MB. Kept at its
+  // first size, it stays near the CLI's 75 MB at rest, whatever the DLQ holds.
+  v8.setFlagsFromString('--semi-space-growth-factor=1')
   const io: Output = { out: (line) => console.log(line), err: (line) => console.error(line) }
   process.exitCode = await main(process.argv.slice(2), process.env, io)
 }
