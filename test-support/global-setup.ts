@@ -92,6 +92,8 @@ async function startRabbitMq(images: Images): Promise<StartedTestContainer> {
     // The fault suite restarts the broker: inside its container.
     TEST_RABBITMQ_STOP: `docker exec ${id} rabbitmqctl stop_app`,
     TEST_RABBITMQ_START: `docker exec ${id} sh -c 'rabbitmqctl start_app && rabbitmqctl await_startup'`,
+    // The topology tests read what the broker holds (list_queues) and set a policy of their own.
+    TEST_RABBITMQCTL: `docker exec ${id} rabbitmqctl`,
   })
   Object.assign(broker, {
     host: container.getHost(),
