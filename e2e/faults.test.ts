@@ -3,12 +3,13 @@
 // rows: none missing, none twice. This file runs alone, after every other test (vitest.config.ts),
 // because one scenario restarts the shared RabbitMQ; what a scenario stops or cuts it restores in
 // a `finally`. Each scenario logs what it measured.
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
+import net from 'node:net'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import { messageProperties } from 'event-contract'
-import { broker, connectBroker, TcpProxy, waitFor } from '../test-support/index.js'
-import { rssBytes } from '../test-support/process.js'
+import { broker, connectBroker, metricValue, TcpProxy, waitFor } from '../test-support/index.js'
+import { freePort, rssBytes } from '../test-support/process.js'
 import { connectDatabase, database } from '../test-support/database.js'
 import { acceptedIds, event, System, type PostOutcome, type SystemOptions } from './harness.js'
 
@@ -508,7 +509,115 @@ describe('faults', () => {
     expect(ready).toBe(0)
     expect((await s.post(event(0), { headers: { authorization: `Bearer ${key}` } })).status).toBe(202)
   })
+
+  // --- The producer's budgets and bounded waits (issue 18, holes 5 and 6) ---
+
+  it('stalled Redis: SIGSTOPped rate-limit store fails open within a bound, counted and logged', async () => {
+    const port = await freePort()
+    const redis = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      {
+        stdio: 'ignore',
+      },
+    )
+    const redisExited = new Promise((resolve) => redis.once('exit', resolve))
+    try {
+      await waitFor(() => tcpAnswers(port), { what: 'the private redis-server' })
+      const s = await start({
+        consumer: false,
+        producerEnv: { RATE_LIMIT_MAX: '1000000', RATE_LIMIT_REDIS_URL: `redis://127.0.0.1:${port}` },
+      })
+      const timed = async (path: string, body?: unknown) => {
+        const started = Date.now()
+        try {
+          const res = await fetch(`${s.api}${path}`, {
+            method: body === undefined ? 'GET' : 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: body === undefined ? undefined : JSON.stringify(body),
+            signal: AbortSignal.timeout(3000),
+          })
+          await res.arrayBuffer()
+          return { status: res.status as number | 'no answer', ms: Date.now() - started }
+        } catch {
+          return { status: 'no answer' as const, ms: Date.now() - started }
+        }
+      }
+      expect((await timed('/api/v1/events/track', event(0))).status).toBe(202)
+      const errorsBefore = metricValue(
+        await (await fetch(`${s.api}/metrics`)).text(),
+        'producer_rate_limit_store_errors_total',
+      )
+
+      redis.kill('SIGSTOP')
+      let stalled: { status: number | 'no answer'; ms: number }[] = []
+      let health: { status: number | 'no answer'; ms: number }
+      try {
+        let next = 0
+        await Promise.all(
+          Array.from({ length: 32 }, async () => {
+            while (next < 400) stalled.push(await timed('/api/v1/events/track', event(next++)))
+          }),
+        )
+        health = await timed('/health')
+      } finally {
+        redis.kill('SIGCONT')
+      }
+      const errorsAfter = metricValue(
+        await (await fetch(`${s.api}/metrics`)).text(),
+        'producer_rate_limit_store_errors_total',
+      )
+      // Redis back: requests are counted again (once the connection dropped meanwhile is ready).
+      const storeErrors = async () =>
+        metricValue(await (await fetch(`${s.api}/metrics`)).text(), 'producer_rate_limit_store_errors_total') ?? 0
+      const resumedAfterMs = Date.now()
+      await waitFor(
+        async () => {
+          const errors = await storeErrors()
+          return (await timed('/api/v1/events/track', event(1000))).status === 202 && (await storeErrors()) === errors
+        },
+        { what: 'requests counted in Redis again', timeoutMs: 5000, intervalMs: 100 },
+      )
+      const resumed = { afterMs: Date.now() - resumedAfterMs }
+      const byStatus = new Map<string, number>()
+      for (const o of stalled) byStatus.set(String(o.status), (byStatus.get(String(o.status)) ?? 0) + 1)
+      const ms = stalled.map((o) => o.ms).sort((a, b) => a - b)
+      stalled = stalled.filter((o) => o.status !== 202)
+      report('stalled Redis', {
+        requests: ms.length,
+        byStatus: Object.fromEntries(byStatus),
+        p50Ms: ms[Math.floor(ms.length / 2)],
+        maxMs: ms[ms.length - 1],
+        health,
+        storeErrors: (errorsAfter ?? 0) - (errorsBefore ?? 0),
+        resumed,
+      })
+      expect(stalled).toEqual([])
+      // The store's timeout is 100 ms; the rest is the machine's load.
+      expect(ms[ms.length - 1]).toBeLessThan(1500)
+      expect(health.status).toBe(200)
+      expect(health.ms).toBeLessThan(1000)
+      expect((errorsAfter ?? 0) - (errorsBefore ?? 0)).toBe(400)
+      expect(s.producer?.output()).toContain('the rate-limit store (Redis) did not answer in time')
+    } finally {
+      redis.kill('SIGCONT')
+      redis.kill('SIGKILL')
+      await redisExited
+    }
+  })
 })
+
+/** Whether something listens on 127.0.0.1:port. */
+function tcpAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1')
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once('error', () => resolve(false))
+  })
+}
 
 function summary(result: { accepted: number; stored: number; missing: string[]; duplicated: string[] }) {
   return {

@@ -25,6 +25,8 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 100, maximum: 86_400_000, default: 60_000 }),
   /** redis://host:port: several producers share their rate-limit counters there. */
   RATE_LIMIT_REDIS_URL: Type.String({ default: '', pattern: '^(rediss?://.+)?$' }),
+  /** Longest wait for Redis to count a request; past it (Redis stalled) the request goes through. */
+  RATE_LIMIT_REDIS_TIMEOUT_MS: Type.Integer({ minimum: 10, maximum: 5000, default: 100 }),
   /** Origins a browser may post from, comma-separated, or *; empty: no CORS headers. */
   CORS_ORIGINS: Type.String({ default: '' }),
   /** Serve Prometheus metrics on GET /metrics (on by default). */

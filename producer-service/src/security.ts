@@ -19,6 +19,8 @@ export interface SecurityOptions {
   rateLimitWindowMs: number
   /** Shares the counters of several producers; unreachable, the producer lets requests through. */
   rateLimitRedisUrl?: string
+  /** Longest wait for Redis to answer a count; past it the request goes through uncounted. */
+  rateLimitRedisTimeoutMs?: number
   /** Origins allowed to call from a browser: a list, or '*'; none means no CORS headers. */
   corsOrigins: string[] | '*'
   /** Told of each request let through because the rate-limit store failed. */
@@ -32,6 +34,7 @@ export function securityFromConfig(config: {
   RATE_LIMIT_MAX: number
   RATE_LIMIT_WINDOW_MS: number
   RATE_LIMIT_REDIS_URL: string
+  RATE_LIMIT_REDIS_TIMEOUT_MS: number
   CORS_ORIGINS: string
 }): SecurityOptions {
   const list = (text: string) =>
@@ -64,6 +67,7 @@ export function securityFromConfig(config: {
     rateLimitMax: config.RATE_LIMIT_MAX,
     rateLimitWindowMs: config.RATE_LIMIT_WINDOW_MS,
     rateLimitRedisUrl: config.RATE_LIMIT_REDIS_URL || undefined,
+    rateLimitRedisTimeoutMs: config.RATE_LIMIT_REDIS_TIMEOUT_MS,
     corsOrigins: origins.includes('*') ? '*' : origins,
   }
 }
@@ -151,24 +155,10 @@ export async function secure(app: FastifyInstance, options: SecurityOptions, log
   }
 
   if (options.rateLimitMax <= 0) return {}
-  let redis: Redis | undefined
-  if (options.rateLimitRedisUrl) {
-    // Fail fast while Redis is away: each request then goes through (see skipOnError).
-    redis = new Redis(options.rateLimitRedisUrl, {
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-      connectTimeout: 1000,
-    })
-    let warnedAt = 0
-    redis.on('error', (err: Error) => {
-      if (Date.now() - warnedAt < 30_000) return
-      warnedAt = Date.now()
-      logger.warn({ error: err.message }, 'the rate-limit store (Redis) is unreachable; letting requests through')
-    })
-    app.addHook('onClose', async () => {
-      redis?.disconnect()
-    })
-  }
+  const store = options.rateLimitRedisUrl
+    ? redisStore(options.rateLimitRedisUrl, options.rateLimitRedisTimeoutMs ?? 100, logger, options.onStoreError)
+    : undefined
+  if (store) app.addHook('onClose', async () => store.redis.disconnect())
   await app.register(rateLimit, {
     global: false,
     max: options.rateLimitMax,
@@ -176,21 +166,75 @@ export async function secure(app: FastifyInstance, options: SecurityOptions, log
     keyGenerator: (request) => keyOf.get(request) ?? request.ip,
     // Fail open: a Redis outage must not stop ingestion; each such request is counted.
     skipOnError: true,
-    ...(redis ? { store: countingRedisStore(redis, options.onStoreError ?? (() => {})) } : {}),
+    ...(store ? { store: store.ctor } : {}),
     errorResponseBuilder: (request, context) =>
       new RateLimitedError(`Rate limit exceeded: at most ${context.max} requests in ${context.after}`),
   })
   return { rateLimit: {} }
 }
 
-/** The plugin's Redis store, telling `onError` of every request it could not count. */
-function countingRedisStore(redis: Redis, onError: (err: Error) => void): FastifyRateLimitStoreCtor {
+/** True at most once per `ms`: for log lines about an outage that may last. */
+function everyAtMost(ms: number): () => boolean {
+  let last = -Infinity
+  return () => {
+    if (Date.now() - last < ms) return false
+    last = Date.now()
+    return true
+  }
+}
+
+/**
+ * The plugin's Redis store over a client that fails fast: unreachable (offline queue off) or
+ * stalled (a command timeout: a stopped Redis keeps its connection open and answers nothing).
+ * Each count that fails is told to `onStoreError` and the request goes through (skipOnError).
+ */
+function redisStore(url: string, timeoutMs: number, logger: FastifyBaseLogger, onStoreError = (_err: Error) => {}) {
+  const redis = new Redis(url, {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    connectTimeout: 1000,
+    commandTimeout: timeoutMs,
+  })
+  const warnUnreachable = everyAtMost(30_000)
+  redis.on('error', (err: Error) => {
+    if (!warnUnreachable()) return
+    logger.warn({ error: err.message }, 'the rate-limit store (Redis) is unreachable; letting requests through')
+  })
+  const warnStalled = everyAtMost(30_000)
+  let answeredAt = Date.now()
+  const onError = (err: Error) => {
+    onStoreError(err)
+    if (err.message !== 'Command timed out') return
+    if (warnStalled()) {
+      logger.warn({ timeoutMs }, 'the rate-limit store (Redis) did not answer in time; letting requests through')
+    }
+    // A timed-out command stays queued on the connection until Redis answers: under load, a
+    // stall of minutes would pile up hundreds of thousands. Drop them with the connection and
+    // reconnect; until the new one is ready, each request fails open at once (no offline queue).
+    if (Date.now() - answeredAt > 10 * timeoutMs && redis.status === 'ready') {
+      answeredAt = Date.now()
+      redis.disconnect(true)
+    }
+  }
+  const onAnswer = () => {
+    answeredAt = Date.now()
+  }
+  return { redis, ctor: countingRedisStore(redis, onError, onAnswer) }
+}
+
+/** The plugin's Redis store, telling `onError` of every count that failed, `onAnswer` of the rest. */
+function countingRedisStore(
+  redis: Redis,
+  onError: (err: Error) => void,
+  onAnswer: () => void,
+): FastifyRateLimitStoreCtor {
   const wrap = (inner: FastifyRateLimitStore): FastifyRateLimitStore => ({
     incr(key, callback, timeWindow, max) {
       inner.incr(
         key,
         (err, result) => {
           if (err) onError(err)
+          else onAnswer()
           callback(err, result)
         },
         timeWindow,

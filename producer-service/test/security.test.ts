@@ -125,6 +125,7 @@ describe('configuration of the keys, the limit and the origins', () => {
     RATE_LIMIT_MAX: 0,
     RATE_LIMIT_WINDOW_MS: 60_000,
     RATE_LIMIT_REDIS_URL: '',
+    RATE_LIMIT_REDIS_TIMEOUT_MS: 100,
     CORS_ORIGINS: '',
   }
 
