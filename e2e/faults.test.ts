@@ -4,6 +4,7 @@
 // because one scenario restarts the shared RabbitMQ; what a scenario stops or cuts it restores in
 // a `finally`. Each scenario logs what it measured.
 import { execFileSync, spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -605,7 +606,163 @@ describe('faults', () => {
       await redisExited
     }
   })
+
+  it('slow link: a 1 MiB batch over 150 KB/s gets its 202 on a retry, the connection kept', async () => {
+    const slow = await proxyTo({ host: broker.host, port: broker.port }, { bytesPerSecond: 150_000 })
+    const s = await start({ producerBrokerAt: slow })
+    // 1,000 events of about 1 KB: just under the 1 MiB body limit, 1.1 MB as a message.
+    const events = Array.from({ length: 1000 }, (_, i) => ({ ...event(i), metadata: { i, blob: 'x'.repeat(880) } }))
+    const attempts: { status: number | 'error'; ms: number }[] = []
+    let outcome: PostOutcome | undefined
+    const deadline = Date.now() + 45_000
+    while (Date.now() < deadline) {
+      const started = Date.now()
+      outcome = await s.postBatch(events)
+      attempts.push({ status: outcome.status, ms: Date.now() - started })
+      if (outcome.status === 202) break
+      // A client resends the same event_ids, as the README asks.
+      const ids = outcome.eventIds
+      if (ids) ids.forEach((id, i) => Object.assign(events[i] as object, { event_id: id }))
+    }
+    const reconnects = (s.producer?.output().match(/lost the RabbitMQ connection/g) ?? []).length
+    report('slow link', { attempts, reconnects })
+    expect(outcome?.status).toBe(202)
+    expect(reconnects).toBe(0)
+    const result = await s.settle(new Set(outcome?.eventIds))
+    expect(result.stored).toBe(1000)
+    expect(result.duplicated).toEqual([])
+  })
+
+  it('slow broker, as shipped: 64 clients of 60 KB events through 300 KB/s keep the producer under 160 MB', async () => {
+    const slow = await proxyTo({ host: broker.host, port: broker.port }, { bytesPerSecond: 300_000 })
+    const s = await start({ producerBrokerAt: slow, producerEnv: { NODE_OPTIONS: shippedNodeOptions() } })
+    const pid = s.producer?.child.pid as number
+    const big = (i: number) => ({ ...event(i), metadata: { i, blob: 'x'.repeat(60 * 1024) } })
+    const samples: number[] = []
+    const sampler = setInterval(() => samples.push(Math.round(rssBytes(pid) / 2 ** 20)), 500)
+    const outcomes: PostOutcome[] = []
+    let posting = true
+    let i = 0
+    const clients = Array.from({ length: 64 }, async () => {
+      while (posting) {
+        const outcome = await s.post(big(i++))
+        outcomes.push(outcome)
+        if (outcome.status === 503) await new Promise((resolve) => setTimeout(resolve, 1000))
+      }
+    })
+    await new Promise((resolve) => setTimeout(resolve, 45_000))
+    posting = false
+    await Promise.all(clients)
+    clearInterval(sampler)
+    const statuses = new Map<string, number>()
+    for (const o of outcomes) statuses.set(String(o.status), (statuses.get(String(o.status)) ?? 0) + 1)
+    const peakMb = Math.max(...samples)
+    report('slow broker, as shipped', {
+      nodeOptions: shippedNodeOptions(),
+      outcomes: Object.fromEntries(statuses),
+      peakMb,
+      samples,
+    })
+    expect([...statuses.keys()].every((status) => ['202', '500', '503'].includes(status))).toBe(true)
+    expect(outcomes.filter((o) => o.status === 503 && o.retryAfter !== '1')).toEqual([])
+    expect(peakMb).toBeLessThan(160)
+    const result = await s.settle(acceptedIds(outcomes), 120_000)
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+  })
+
+  it('slow uploads: 200 stalled 1 MiB bodies held at once keep the producer under 200 MB, 503 past the budget', async () => {
+    const s = await start({
+      consumer: false,
+      producerEnv: { NODE_OPTIONS: shippedNodeOptions(), REQUEST_TIMEOUT_MS: '15000' },
+    })
+    const pid = s.producer?.child.pid as number
+    const { port } = new URL(s.api)
+    const rssAtStart = Math.round(rssBytes(pid) / 2 ** 20)
+    const uploads = Array.from({ length: 200 }, () => slowUpload(Number(port), 1_000_010, 1_000_000))
+    const samples: number[] = []
+    const sampler = setInterval(() => samples.push(Math.round(rssBytes(pid) / 2 ** 20)), 500)
+    const heldAt = Date.now()
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 10_000))
+    } finally {
+      clearInterval(sampler)
+    }
+    const answeredWhileHeld = uploads.filter((u) => u.answer !== undefined)
+    const refused = answeredWhileHeld.filter((u) => /^HTTP\/1\.1 503/.test(u.answer ?? ''))
+    const held = {
+      rssAtStartMb: rssAtStart,
+      peakMb: Math.max(...samples),
+      refused: refused.length,
+      answeredWhileHeld: answeredWhileHeld.length,
+      refusedMedianMs: refused.map((u) => u.answeredMs ?? 0).sort((a, b) => a - b)[Math.floor(refused.length / 2)],
+    }
+    report('slow uploads, held', held)
+    expect(held.peakMb).toBeLessThan(200)
+    expect(refused.length).toBeGreaterThan(100)
+    for (const u of refused) {
+      expect(u.answer).toMatch(/\r\nretry-after: 1\r\n/i)
+      expect(u.answer).toMatch(/\r\nconnection: close\r\n/i)
+    }
+    // What the budget let in is cut off by the request timeout, and a normal request then gets in.
+    await waitFor(() => uploads.every((u) => u.closed), {
+      what: 'every upload closed',
+      timeoutMs: 40_000,
+      intervalMs: 200,
+    })
+    const closedAfterS = (Date.now() - heldAt) / 1000
+    const after = await s.post(event(0))
+    report('slow uploads, after', {
+      closedAfterS,
+      statusesAtClose: [...new Set(uploads.map((u) => (u.answer ?? 'none').split('\r\n')[0]))],
+      after: after.status,
+    })
+    uploads.forEach((u) => u.socket.destroy())
+    expect(after.status).toBe(202)
+  })
 })
+
+/** NODE_OPTIONS of the producer's `npm start` (its heap cap), so that a test runs it as shipped. */
+function shippedNodeOptions(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../producer-service/package.json', import.meta.url), 'utf8')) as {
+    scripts: { start: string }
+  }
+  return (pkg.scripts.start.match(/--max-old-space-size=\d+/g) ?? []).join(' ')
+}
+
+/**
+ * A raw HTTP client that declares `declared` body bytes, sends `sent` of them at once and then
+ * stalls; it records the answer's head and when the server closed the socket.
+ */
+function slowUpload(port: number, declared: number, sent: number) {
+  const started = Date.now()
+  const socket = net.connect(port, '127.0.0.1')
+  const upload: { socket: net.Socket; answer?: string; answeredMs?: number; closed: boolean } = {
+    socket,
+    closed: false,
+  }
+  let received = ''
+  socket.on('data', (chunk) => {
+    received += chunk.toString('latin1')
+    if (upload.answer === undefined && received.includes('\r\n\r\n')) {
+      upload.answer = received.slice(0, received.indexOf('\r\n\r\n') + 2)
+      upload.answeredMs = Date.now() - started
+    }
+  })
+  socket.on('error', () => {}) // a reset is how a refused upload may end: `closed` tells
+  socket.on('close', () => {
+    upload.closed = true
+  })
+  socket.on('connect', () => {
+    socket.write(
+      `POST /api/v1/events/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`,
+    )
+    const body = Buffer.alloc(sent, ' ')
+    body.write('{"batch":[')
+    socket.write(body)
+  })
+  return upload
+}
 
 /** Whether something listens on 127.0.0.1:port. */
 function tcpAnswers(port: number): Promise<boolean> {

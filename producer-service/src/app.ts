@@ -14,11 +14,13 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import secureJson from 'secure-json-parse'
 import Type from 'typebox'
 import type { QueueMessage } from 'event-contract'
+import { bodyBudget } from './body-budget.js'
 import { PublishError, type PublishErrorCode } from './errors.js'
 import { EventValidationError, eventRoutes, INVALID_EVENT_MESSAGE, UNSUPPORTED_CHARSET } from './events.js'
 import { metricsPlugin, observePublisher, type ProducerMetrics } from './metrics.js'
 import type { EventPublisher } from './publisher.js'
 import {
+  INGESTION_ROUTES,
   keyFingerprintOf,
   RateLimitedError,
   secure,
@@ -45,6 +47,11 @@ export interface AppOptions {
   metrics?: ProducerMetrics
   /** Write keys, rate limit, CORS; open, unlimited and without CORS when absent. */
   security?: SecurityOptions
+  /** Request-body bytes the ingestion routes may hold at once; past it 503 (BODY_MAX_IN_FLIGHT_BYTES). */
+  bodyMaxInFlightBytes?: number
+  /** Longest wait for a whole request (408 and closed after), and for its headers. */
+  requestTimeoutMs?: number
+  headersTimeoutMs?: number
 }
 
 /** Why events were not queued (a PublishError's code and cause), for the request's log line. */
@@ -99,10 +106,20 @@ export async function buildApp({
   batchBodyLimit = 1024 * 1024,
   metrics,
   security = { apiKeys: [], rateLimitMax: 0, rateLimitWindowMs: 60_000, corsOrigins: [] },
+  bodyMaxInFlightBytes = 32 * 2 ** 20,
+  requestTimeoutMs = 30_000,
+  headersTimeoutMs = 10_000,
 }: AppOptions) {
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit,
+    // Slow clients (slow-loris): Node cuts a request whose headers or body take longer, checking
+    // every second instead of its default 30 s.
+    requestTimeout: requestTimeoutMs,
+    http: {
+      headersTimeout: Math.min(headersTimeoutMs, requestTimeoutMs),
+      connectionsCheckingInterval: 1000,
+    },
     logController: new OneLinePerRequest(),
     // Requests that arrive while closing get the documented 503 from the routes instead.
     return503OnClosing: false,
@@ -240,9 +257,12 @@ export async function buildApp({
     return reply.code(405).header('allow', allowed.join(', ')).send({ detail: 'Method Not Allowed' })
   })
 
+  // First of the hooks: a request refused for want of room is refused before anything else runs.
+  const bodyBytesHeld = bodyBudget(app, { maxBytes: bodyMaxInFlightBytes, routes: INGESTION_ROUTES })
+
   if (metrics) {
     observePublisher(metrics, publisher)
-    metricsPlugin(app, metrics, (request) => failures.get(request)?.error)
+    metricsPlugin(app, metrics, (request) => failures.get(request)?.error, bodyBytesHeld)
   }
 
   const routeConfig = await secure(

@@ -31,8 +31,20 @@ export const ConfigSchema = Type.Object({
   CORS_ORIGINS: Type.String({ default: '' }),
   /** Serve Prometheus metrics on GET /metrics (on by default). */
   METRICS_ENABLED: Type.Boolean({ default: true }),
-  /** Unconfirmed publishes allowed at once; past it the API answers 503. */
-  PUBLISH_MAX_IN_FLIGHT: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000 }),
+  /** Events awaiting confirms at once (a batch counts its events); past it 503. 0: no count, bytes only. */
+  PUBLISH_MAX_IN_FLIGHT: Type.Integer({ minimum: 0, maximum: 100_000, default: 0 }),
+  /** Bytes of messages awaiting confirms at once (each also charged 1 KiB); past it 503. */
+  PUBLISH_MAX_IN_FLIGHT_BYTES: Type.Integer({ minimum: 65_536, maximum: 1024 * 2 ** 20, default: 16 * 2 ** 20 }),
+  /**
+   * Request-body bytes being read or processed at once: each /track or /batch request holds its
+   * Content-Length (its route's body limit when compressed or chunked) until answered; past it
+   * 503 at once, without reading the body.
+   */
+  BODY_MAX_IN_FLIGHT_BYTES: Type.Integer({ minimum: 65_536, maximum: 1024 * 2 ** 20, default: 32 * 2 ** 20 }),
+  /** A request whose body has not fully arrived within this is answered 408 and closed (slow clients). */
+  REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
+  /** A request whose headers have not fully arrived within this is closed. */
+  HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 10_000 }),
 })
 export type Config = Static<typeof ConfigSchema>
 

@@ -8,6 +8,7 @@ export type PublishErrorCode =
   | 'BROKER_BLOCKED' // the broker has blocked publishers (memory or disk alarm)
   | 'BROKER_BACKPRESSURE' // the broker reads slower than events arrive: our buffer to it is full
   | 'SHUTTING_DOWN' // the service is stopping
+  | 'BODIES_OVERLOADED' // too many request bodies being read at once (BODY_MAX_IN_FLIGHT_BYTES)
 
 const DETAILS: Record<PublishErrorCode, { statusCode: 500 | 503; detail: string }> = {
   BROKER_UNAVAILABLE: { statusCode: 500, detail: 'The message broker is unavailable' },
@@ -18,6 +19,7 @@ const DETAILS: Record<PublishErrorCode, { statusCode: 500 | 503; detail: string 
   BROKER_BLOCKED: { statusCode: 503, detail: 'The message broker is refusing new events for now; retry later' },
   BROKER_BACKPRESSURE: { statusCode: 503, detail: 'The message broker is not keeping up; retry later' },
   SHUTTING_DOWN: { statusCode: 503, detail: 'The service is shutting down; retry later' },
+  BODIES_OVERLOADED: { statusCode: 503, detail: 'Too many requests are being received at once; retry later' },
 }
 
 export class PublishError extends Error {

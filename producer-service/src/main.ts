@@ -23,6 +23,9 @@ const app = await buildApp({
   bodyLimit: config.BODY_LIMIT_BYTES,
   batchMaxEvents: config.BATCH_MAX_EVENTS,
   batchBodyLimit: config.BATCH_BODY_LIMIT_BYTES,
+  bodyMaxInFlightBytes: config.BODY_MAX_IN_FLIGHT_BYTES,
+  requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
+  headersTimeoutMs: config.HEADERS_TIMEOUT_MS,
   metrics,
 })
 

@@ -27,6 +27,7 @@ const PUBLISH_REASONS: Record<PublishErrorCode, RejectReason> = {
   BROKER_BLOCKED: 'overloaded',
   BROKER_BACKPRESSURE: 'overloaded',
   SHUTTING_DOWN: 'shutting_down',
+  BODIES_OVERLOADED: 'overloaded',
 }
 
 const STATUS_REASONS: Record<number, RejectReason> = {
@@ -99,6 +100,14 @@ export function observePublisher(metrics: ProducerMetrics, publisher: EventPubli
     },
   })
   new client.Gauge({
+    name: 'producer_publish_bytes_in_flight',
+    help: "Bytes of messages awaiting the broker's answer (503 at PUBLISH_MAX_IN_FLIGHT_BYTES)",
+    registers,
+    collect() {
+      this.set(publisher.inFlightBytes)
+    },
+  })
+  new client.Gauge({
     name: 'producer_broker_up',
     help: '1 when the producer has a channel to RabbitMQ that takes events, else 0',
     registers,
@@ -124,7 +133,16 @@ export function metricsPlugin(
   app: FastifyInstance,
   metrics: ProducerMetrics,
   failureOf: (request: FastifyRequest) => PublishErrorCode | undefined,
+  bodyBytesHeld: () => number = () => 0,
 ): void {
+  new client.Gauge({
+    name: 'producer_request_body_bytes_in_flight',
+    help: 'Request-body bytes held by requests in progress (503 at BODY_MAX_IN_FLIGHT_BYTES)',
+    registers: [metrics.registry],
+    collect() {
+      this.set(bodyBytesHeld())
+    },
+  })
   const ingestion = new Set(['/api/v1/events/track', '/api/v1/events/batch'])
   app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
     const route = request.routeOptions.url ?? 'unmatched'

@@ -1,4 +1,5 @@
 // Publishes events to RabbitMQ with publisher confirms, over a self-recovering connection.
+import { createHash } from 'node:crypto'
 import type { Duplex } from 'node:stream'
 import type { ConfirmChannel } from 'amqplib'
 import type { Logger } from 'pino'
@@ -15,6 +16,7 @@ import {
   type Topology,
 } from 'event-contract'
 import { PublishError } from './errors.js'
+import { StallWatch, type SocketProgress } from './stall-watch.js'
 
 /** What the HTTP layer needs from a publisher; tests pass a fake. */
 export interface EventPublisher {
@@ -29,15 +31,32 @@ export interface EventPublisher {
   health(): PublisherHealth
   /** Events published and not yet answered by the broker. */
   readonly inFlight: number
+  /** Bytes of the messages published and not yet answered (each charged its overhead too). */
+  readonly inFlightBytes: number
 }
 
 export type PublisherHealth = 'up' | 'down' | 'blocked' | 'queue missing'
 
 /** How long close() waits for the broker to answer publishes already answered 500. */
 const CLOSE_WAIT_MS = 1000
+/** What a message costs besides its body (amqplib's frames, the request's state): bounds small ones. */
+const MESSAGE_OVERHEAD_BYTES = 1024
+
+/** A message awaiting its confirm; a retry of the same events waits for the same confirm. */
+interface Pending {
+  confirmed: Promise<void>
+  channel: ConfirmChannel
+  bytes: number
+  sentAt: number
+}
 
 export interface AmqpPublisherOptions {
-  config: BrokerConfig & { PUBLISH_TIMEOUT_MS: number; PUBLISH_MAX_IN_FLIGHT: number }
+  config: BrokerConfig & {
+    PUBLISH_TIMEOUT_MS: number
+    /** Events awaiting confirms at most; 0: no cap but the bytes'. */
+    PUBLISH_MAX_IN_FLIGHT: number
+    PUBLISH_MAX_IN_FLIGHT_BYTES: number
+  }
   logger: Logger
   /** Told how long each confirm took (for a latency histogram). */
   onConfirm?: (seconds: number) => void
@@ -58,8 +77,10 @@ export class AmqpPublisher implements EventPublisher {
   #queueMissing = false
   /** Publishes the broker has not answered yet, including those whose request timed out. */
   #inFlight = 0
-  /** When the channel last confirmed anything (or opened). */
-  #lastConfirmAt = Date.now()
+  #inFlightBytes = 0
+  /** By event_id (a batch: by the hash of its event_ids), in the order they were published. */
+  readonly #pending = new Map<string, Pending>()
+  readonly #stall: StallWatch
   /** messageIds the broker returned as unroutable; their confirm must not count as success. */
   readonly #returned = new Set<string>()
 
@@ -67,6 +88,7 @@ export class AmqpPublisher implements EventPublisher {
 
   constructor({ config, logger, onConfirm = () => {} }: AmqpPublisherOptions) {
     this.#config = config
+    this.#stall = new StallWatch(config.PUBLISH_TIMEOUT_MS)
     this.#onConfirm = onConfirm
     this.#log = logger.child({ component: 'publisher' })
     this.#topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
@@ -92,7 +114,7 @@ export class AmqpPublisher implements EventPublisher {
         this.#blocked = false
         this.#writable = true
         this.#queueMissing = false
-        this.#lastConfirmAt = Date.now()
+        this.#stall.reset()
         this.#socket = socketOf(channel)
         this.#channel = channel
       },
@@ -119,6 +141,10 @@ export class AmqpPublisher implements EventPublisher {
     return this.#inFlight
   }
 
+  get inFlightBytes(): number {
+    return this.#inFlightBytes
+  }
+
   health(): PublisherHealth {
     if (!this.#channel) return 'down'
     if (this.#queueMissing) return 'queue missing'
@@ -141,63 +167,99 @@ export class AmqpPublisher implements EventPublisher {
   }
 
   publish(message: QueueMessage): Promise<void> {
-    return this.#send(Buffer.from(JSON.stringify(message)), messageProperties(message.event_id), 1)
+    const joined = this.#pending.get(message.event_id)
+    if (joined) return this.#answer(joined)
+    const body = Buffer.from(JSON.stringify(message))
+    return this.#send(message.event_id, body, messageProperties(message.event_id), 1)
   }
 
   publishBatch(messages: QueueMessage[]): Promise<void> {
+    const hash = createHash('sha256')
+    for (const message of messages) hash.update(message.event_id)
+    const key = `batch:${hash.digest('base64')}`
+    const joined = this.#pending.get(key)
+    if (joined) return this.#answer(joined)
     const body = Buffer.from(JSON.stringify({ events: messages }))
-    return this.#send(body, messageProperties(uuidv7(), BATCH_MESSAGE_TYPE), messages.length)
+    return this.#send(key, body, messageProperties(uuidv7(), BATCH_MESSAGE_TYPE), messages.length)
   }
 
-  /** Publishes one message worth `weight` in-flight slots; resolves on the broker's confirm. */
-  #send(body: Buffer, properties: ReturnType<typeof messageProperties>, weight: number): Promise<void> {
+  /**
+   * Publishes one message worth `weight` events; resolves on the broker's confirm. A client
+   * that resends the same events while the first copy still travels (its 500 came before the
+   * confirm, over a slow link) waits for that copy's confirm instead of sending them again.
+   */
+  #send(key: string, body: Buffer, properties: ReturnType<typeof messageProperties>, weight: number): Promise<void> {
     const channel = this.#channel
     if (!channel) return Promise.reject(new PublishError('BROKER_UNAVAILABLE'))
     if (this.#blocked) return Promise.reject(new PublishError('BROKER_BLOCKED'))
     if (!this.#writable) return Promise.reject(new PublishError('BROKER_BACKPRESSURE'))
-    if (this.#inFlight + weight > this.#config.PUBLISH_MAX_IN_FLIGHT) {
+    const bytes = body.length + MESSAGE_OVERHEAD_BYTES
+    const maxEvents = this.#config.PUBLISH_MAX_IN_FLIGHT
+    if (
+      (maxEvents > 0 && this.#inFlight + weight > maxEvents) ||
+      this.#inFlightBytes + bytes > this.#config.PUBLISH_MAX_IN_FLIGHT_BYTES
+    ) {
       return Promise.reject(new PublishError('OVERLOADED'))
     }
 
     const { messageId } = properties
-    // The slots are freed when the broker answers or the channel dies (amqplib then calls back
+    let settle: (err?: PublishError) => void = () => {}
+    const confirmed = new Promise<void>((resolve, reject) => {
+      settle = (err) => (err ? reject(err) : resolve())
+    })
+    const pending: Pending = { confirmed, channel, bytes, sentAt: Date.now() }
+    // The budget is freed when the broker answers or the channel dies (amqplib then calls back
     // with an error), never at the timeout: until then the message may sit in amqplib's
-    // buffers, and the cap on slots is what bounds them.
+    // buffers, and the budget is what bounds them.
+    const release = () => {
+      if (this.#pending.get(key) === pending) this.#pending.delete(key)
+      this.#inFlight -= weight
+      this.#inFlightBytes -= bytes
+    }
+    this.#pending.set(key, pending)
     this.#inFlight += weight
+    this.#inFlightBytes += bytes
     const started = performance.now()
+    const onConfirm = (err: Error | null) => {
+      release()
+      this.#stall.confirmed()
+      if (!err) this.#onConfirm((performance.now() - started) / 1000)
+      // A returned message is confirmed too, after its return: it reached no queue.
+      if (this.#returned.delete(messageId)) settle(new PublishError('BROKER_UNROUTABLE'))
+      else if (!err) settle()
+      else
+        settle(
+          new PublishError(err.message === 'message nacked' ? 'BROKER_NACK' : 'BROKER_UNAVAILABLE', { cause: err }),
+        )
+    }
+    try {
+      const writable = channel.publish('', this.#topology.queue, body, properties, onConfirm)
+      if (!writable && this.#channel === channel) this.#writable = false
+    } catch (err) {
+      release()
+      return Promise.reject(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
+    }
+    this.#coalesceWrites()
+    return this.#answer(pending)
+  }
+
+  /** The confirm of `pending`, or CONFIRM_TIMEOUT after the publish timeout. */
+  #answer(pending: Pending): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      let answered = false
-      const answer = (err?: PublishError) => {
-        if (answered) return
-        answered = true
-        clearTimeout(timer)
-        if (err) reject(err)
-        else resolve()
-      }
       const timer = setTimeout(() => {
-        answer(new PublishError('CONFIRM_TIMEOUT'))
-        this.#dropIfStalled(channel)
+        reject(new PublishError('CONFIRM_TIMEOUT'))
+        this.#dropIfStalled(pending.channel)
       }, this.#config.PUBLISH_TIMEOUT_MS)
-      const confirmed = (err: Error | null) => {
-        this.#inFlight -= weight
-        this.#lastConfirmAt = Date.now()
-        if (!err) this.#onConfirm((performance.now() - started) / 1000)
-        // A returned message is confirmed too, after its return: it reached no queue.
-        if (this.#returned.delete(messageId)) answer(new PublishError('BROKER_UNROUTABLE'))
-        else if (!err) answer()
-        else {
-          const code = err.message === 'message nacked' ? 'BROKER_NACK' : 'BROKER_UNAVAILABLE'
-          answer(new PublishError(code, { cause: err }))
-        }
-      }
-      try {
-        const writable = channel.publish('', this.#topology.queue, body, properties, confirmed)
-        if (!writable && this.#channel === channel) this.#writable = false
-      } catch (err) {
-        this.#inFlight -= weight
-        answer(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
-      }
-      this.#coalesceWrites()
+      pending.confirmed.then(
+        () => {
+          clearTimeout(timer)
+          resolve()
+        },
+        (err: unknown) => {
+          clearTimeout(timer)
+          reject(err)
+        },
+      )
     })
   }
 
@@ -206,17 +268,17 @@ export class AmqpPublisher implements EventPublisher {
    * its socket may look alive (a cluster node that died mid-election, a network that drops
    * packets): amqplib would notice only after two missed heartbeats, and a connection opened
    * to a survivor just then may never be confirmed. Drop it: recovery connects again, to the
-   * next node when there are several. A slow broker still confirms, and is left alone.
+   * next node when there are several. A slow link still moving bytes is left alone (StallWatch).
    */
   #dropIfStalled(channel: ConfirmChannel): void {
-    if (this.#channel !== channel || this.#inFlight === 0) return
-    const silentMs = Date.now() - this.#lastConfirmAt
-    if (silentMs < this.#config.PUBLISH_TIMEOUT_MS) return
+    const oldest = this.#pending.values().next().value
+    if (this.#channel !== channel || !oldest) return
+    const silentMs = this.#stall.stalledFor(this.#socket as SocketProgress | undefined, oldest)
+    if (silentMs === undefined) return
     this.#log.warn(
-      { inFlight: this.#inFlight, silentMs },
+      { inFlight: this.#inFlight, inFlightBytes: this.#inFlightBytes, silentMs },
       'RabbitMQ has confirmed nothing for a whole publish timeout; dropping the connection',
     )
-    this.#lastConfirmAt = Date.now()
     socketOf(channel)?.destroy(new Error('no publisher confirm within the publish timeout'))
   }
 

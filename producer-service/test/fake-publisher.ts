@@ -10,6 +10,7 @@ export class FakePublisher implements EventPublisher {
   failWith: PublishErrorCode | undefined
   state: PublisherHealth = 'up'
   inFlight = 0
+  inFlightBytes = 0
 
   async publish(message: QueueMessage): Promise<void> {
     if (this.failWith) throw new PublishError(this.failWith)

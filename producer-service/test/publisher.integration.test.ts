@@ -284,3 +284,43 @@ describe('several broker nodes (RABBITMQ_HOST=a,b)', () => {
     expect((await stack.app.inject('/health')).json()).toEqual({ status: 'healthy', checks: { rabbitmq: 'up' } })
   })
 })
+
+describe('the budget of bytes awaiting confirms', () => {
+  let stack: Awaited<ReturnType<typeof startStack>> | undefined
+  const slow = new TcpProxy({ host: broker.host, port: broker.port }, { bytesPerSecond: 200_000 })
+  beforeAll(async () => {
+    await slow.start()
+  })
+  afterEach(async () => {
+    await stack?.stop()
+    stack = undefined
+  })
+  afterAll(async () => slow.stop())
+
+  const postBatch = (app: Awaited<ReturnType<typeof buildApp>>, batch: unknown[]) =>
+    app.inject({ method: 'POST', url: '/api/v1/events/batch', payload: { batch } })
+
+  it('lets 16 concurrent 1,000-event batches through with the defaults', async () => {
+    stack = await startStack(broker, { PUBLISH_TIMEOUT_MS: '5000' })
+    const app = stack.app
+    const batch = Array.from({ length: 1000 }, (_, i) => ({ ...seed, user_id: i + 1 }))
+    const codes = (await Promise.all(Array.from({ length: 16 }, () => postBatch(app, batch)))).map((r) => r.statusCode)
+    expect(codes).toEqual(Array.from({ length: 16 }, () => 202))
+  })
+
+  it('answers 503 with Retry-After once PUBLISH_MAX_IN_FLIGHT_BYTES are awaiting confirms', async () => {
+    // A slow link keeps ten 200 KB batches of ten events in flight: 2 MB, past a 1 MiB budget,
+    // far under the event count of PUBLISH_MAX_IN_FLIGHT.
+    stack = await startStack(slow, { PUBLISH_MAX_IN_FLIGHT_BYTES: String(2 ** 20), PUBLISH_TIMEOUT_MS: '8000' })
+    const app = stack.app
+    const batch = Array.from({ length: 10 }, (_, i) => ({ ...seed, metadata: { i, blob: 'x'.repeat(20_000) } }))
+    const responses = await Promise.all(Array.from({ length: 10 }, () => postBatch(app, batch)))
+    const codes = responses.map((r) => r.statusCode)
+    expect(codes).toContain(503)
+    expect(codes.filter((c) => c !== 503).every((c) => c === 202)).toBe(true)
+    expect(codes.filter((c) => c === 202).length).toBeGreaterThanOrEqual(3)
+    const refused = responses.find((r) => r.statusCode === 503)
+    expect(refused?.headers['retry-after']).toBe('1')
+    expect(refused?.json()).toMatchObject({ event_ids: expect.any(Array) })
+  })
+})
