@@ -106,7 +106,7 @@ export async function buildApp({
   batchBodyLimit = 1024 * 1024,
   metrics,
   security = { apiKeys: [], rateLimitMax: 0, rateLimitWindowMs: 60_000, corsOrigins: [] },
-  bodyMaxInFlightBytes = 32 * 2 ** 20,
+  bodyMaxInFlightBytes = 16 * 2 ** 20,
   requestTimeoutMs = 30_000,
   headersTimeoutMs = 10_000,
 }: AppOptions) {
@@ -211,7 +211,11 @@ export async function buildApp({
       if (err.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
       // The event_id(s) of the validated body: retrying with them stores each event once.
       const ids = eventIdsOf(request)
-      const message = 'event_ids' in ids ? 'Failed to queue events' : QUEUE_FAILED_MESSAGE
+      const batch = 'event_ids' in ids || request.routeOptions.url === '/api/v1/events/batch'
+      const message = batch ? 'Failed to queue events' : QUEUE_FAILED_MESSAGE
+      // Refused before its body was read: there are no event_ids to give back, which the
+      // routes' schemas of a 503 otherwise require.
+      if (err.code === 'BODIES_OVERLOADED') reply.type('application/json; charset=utf-8').serializer(JSON.stringify)
       return reply.code(err.statusCode).send({ detail: err.detail, message, ...ids })
     }
     const bodyError = (msg: string, type: string) =>

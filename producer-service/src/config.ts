@@ -40,7 +40,7 @@ export const ConfigSchema = Type.Object({
    * Content-Length (its route's body limit when compressed or chunked) until answered; past it
    * 503 at once, without reading the body.
    */
-  BODY_MAX_IN_FLIGHT_BYTES: Type.Integer({ minimum: 65_536, maximum: 1024 * 2 ** 20, default: 32 * 2 ** 20 }),
+  BODY_MAX_IN_FLIGHT_BYTES: Type.Integer({ minimum: 65_536, maximum: 1024 * 2 ** 20, default: 16 * 2 ** 20 }),
   /** A request whose body has not fully arrived within this is answered 408 and closed (slow clients). */
   REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
   /** A request whose headers have not fully arrived within this is closed. */
