@@ -19,6 +19,11 @@ describe('configuration', () => {
     ['PUBLISH_TIMEOUT_MS', '9000'], // past the 10 s shutdown grace, with the close around it
     ['PORT', '0'],
     ['METRICS_ENABLED', 'maybe'],
+    ['PUBLISH_MAX_IN_FLIGHT_BYTES', '1000'],
+    ['BODY_MAX_IN_FLIGHT_BYTES', '-1'],
+    ['REQUEST_TIMEOUT_MS', '10'],
+    ['HEADERS_TIMEOUT_MS', 'soon'],
+    ['RATE_LIMIT_REDIS_TIMEOUT_MS', '0'],
   ])('exits 1 naming %s when it is %j', async (name, value) => {
     const proc = run({ [name]: value })
     expect(await proc.exited).toBe(1)
