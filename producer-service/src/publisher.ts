@@ -16,15 +16,18 @@ import {
   type Topology,
 } from 'event-contract'
 import { PublishError } from './errors.js'
+import { socketOf, WriteCoalescer } from './amqp-socket.js'
 import { StallWatch, type SocketProgress } from './stall-watch.js'
+
+export { socketOf }
 
 /** What the HTTP layer needs from a publisher; tests pass a fake. */
 export interface EventPublisher {
   /** Resolves once the broker has confirmed the message; rejects with a PublishError. */
   publish(message: QueueMessage): Promise<void>
   /**
-   * Publishes the events of one batch in one message, counted against the in-flight limit by
-   * their number; resolves once the broker has confirmed it.
+   * Publishes the events of one batch in one message, counted against the in-flight budget by
+   * its bytes (and its events); resolves once the broker has confirmed it.
    */
   publishBatch(messages: QueueMessage[]): Promise<void>
   /** The `checks.rabbitmq` value of `/health`: `up` or why not. */
@@ -69,7 +72,7 @@ export class AmqpPublisher implements EventPublisher {
   #broker: BrokerConnection | undefined
   #channel: ConfirmChannel | undefined
   #socket: Duplex | undefined
-  #corked = false
+  readonly #writes = new WriteCoalescer()
   #blocked = false
   /** False while amqplib's buffer for the channel is full (the broker reads slower than we write). */
   #writable = true
@@ -239,7 +242,7 @@ export class AmqpPublisher implements EventPublisher {
       release()
       return Promise.reject(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
     }
-    this.#coalesceWrites()
+    if (this.#socket) this.#writes.coalesce(this.#socket)
     return this.#answer(pending)
   }
 
@@ -283,25 +286,6 @@ export class AmqpPublisher implements EventPublisher {
   }
 
   /**
-   * amqplib hands each publish to the socket on its own, one write syscall each. Corking the
-   * socket until amqplib has flushed this turn's publishes sends them in one writev. Measured
-   * at 64 connections: 8 to 10 % more accepted events per second, p99 from 15 ms to 11 ms.
-   */
-  #coalesceWrites(): void {
-    const socket = this.#socket
-    if (!socket || this.#corked) return
-    this.#corked = true
-    socket.cork()
-    // amqplib flushes its channel buffers in a setImmediate: uncork in the turn after it.
-    setImmediate(() =>
-      setImmediate(() => {
-        this.#corked = false
-        socket.uncork()
-      }),
-    )
-  }
-
-  /**
    * Waits a little for outstanding confirms, then closes. Called after the HTTP server has
    * answered every request, so what is still unconfirmed was answered 500 already. Idempotent.
    */
@@ -317,10 +301,4 @@ export class AmqpPublisher implements EventPublisher {
     await broker.close()
     this.#log.info('RabbitMQ connection closed')
   }
-}
-
-/** The TCP socket under an amqplib channel: amqplib exposes it, though not in its types. */
-export function socketOf(channel: ConfirmChannel): Duplex | undefined {
-  const stream = (channel as unknown as { connection?: { stream?: Duplex } }).connection?.stream
-  return typeof stream?.cork === 'function' && typeof stream.uncork === 'function' ? stream : undefined
 }
