@@ -650,7 +650,8 @@ describe('faults', () => {
         if (outcome.status === 503) await new Promise((resolve) => setTimeout(resolve, 1000))
       }
     })
-    await new Promise((resolve) => setTimeout(resolve, 45_000))
+    // 60 s: long enough for the bytes awaiting confirms to reach their budget.
+    await new Promise((resolve) => setTimeout(resolve, 60_000))
     posting = false
     await Promise.all(clients)
     clearInterval(sampler)

@@ -34,7 +34,7 @@ export const ConfigSchema = Type.Object({
   /** Events awaiting confirms at once (a batch counts its events); past it 503. 0: no count, bytes only. */
   PUBLISH_MAX_IN_FLIGHT: Type.Integer({ minimum: 0, maximum: 100_000, default: 0 }),
   /** Bytes of messages awaiting confirms at once (each also charged 1 KiB); past it 503. */
-  PUBLISH_MAX_IN_FLIGHT_BYTES: Type.Integer({ minimum: 65_536, maximum: 1024 * 2 ** 20, default: 24 * 2 ** 20 }),
+  PUBLISH_MAX_IN_FLIGHT_BYTES: Type.Integer({ minimum: 65_536, maximum: 1024 * 2 ** 20, default: 20 * 2 ** 20 }),
   /**
    * Request-body bytes being read or processed at once: each /track or /batch request holds its
    * Content-Length (its route's body limit when compressed or chunked) until answered; past it
