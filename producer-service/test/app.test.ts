@@ -331,3 +331,51 @@ it('answers 404 in the FastAPI shape for unknown routes', async () => {
   expect(res.statusCode).toBe(404)
   expect(res.json()).toEqual({ detail: 'Not Found' })
 })
+
+describe('the budget of request bodies in progress', () => {
+  it('refuses a request at once with 503, Retry-After and Connection: close while the budget is held', async () => {
+    const budgeted = await buildApp({ publisher, logger: pino({ level: 'silent' }), bodyMaxInFlightBytes: 65_536 })
+    try {
+      // A client that declares 64 KiB and sends a little of it: it holds the whole budget.
+      const { PassThrough } = await import('node:stream')
+      const slow = new PassThrough()
+      slow.write('{"user_id":')
+      const held = budgeted.inject({
+        method: 'POST',
+        url: '/api/v1/events/track',
+        headers: { 'content-type': 'application/json', 'content-length': '65536' },
+        payload: slow,
+      })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      const refused = await budgeted.inject({
+        method: 'POST',
+        url: '/api/v1/events/batch',
+        headers: { 'content-type': 'application/json' },
+        payload: JSON.stringify({ batch: [seed] }),
+      })
+      expect(refused.statusCode).toBe(503)
+      expect(refused.headers['retry-after']).toBe('1')
+      expect(refused.headers.connection).toBe('close')
+      expect(refused.json()).toEqual({
+        detail: 'Too many requests are being received at once; retry later',
+        message: 'Failed to queue events',
+      })
+      expect(publisher.batches).toEqual([])
+
+      // Once the held request is answered, its bytes are free again.
+      const rest = (pad: string) =>
+        `123,"event_type":"login","timestamp":"2026-02-20T10:00:00Z","metadata":{"p":"${pad}"}}`
+      slow.end(rest('x'.repeat(65_536 - '{"user_id":'.length - rest('').length)))
+      expect((await held).statusCode).toBe(202)
+      const after = await budgeted.inject({
+        method: 'POST',
+        url: '/api/v1/events/track',
+        headers: { 'content-type': 'application/json' },
+        payload: JSON.stringify(seed),
+      })
+      expect(after.statusCode).toBe(202)
+    } finally {
+      await budgeted.close()
+    }
+  })
+})
