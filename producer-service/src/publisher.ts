@@ -7,6 +7,7 @@ import {
   assertTopology,
   BATCH_MESSAGE_TYPE,
   connectBroker,
+  EVENT_COUNT_HEADER,
   messageProperties,
   topologyFor,
   uuidv7,
@@ -15,11 +16,19 @@ import {
   type QueueMessage,
   type Topology,
 } from 'event-contract'
+import { batchMessages } from './batch-messages.js'
 import { PublishError } from './errors.js'
 import { socketOf, WriteCoalescer } from './amqp-socket.js'
 import { StallWatch, type SocketProgress } from './stall-watch.js'
 
 export { socketOf }
+
+/** One message to publish, worth `weight` events of the in-flight limit. */
+interface Part {
+  body: Buffer
+  properties: ReturnType<typeof messageProperties> & { headers?: Record<string, unknown> }
+  weight: number
+}
 
 /** What the HTTP layer needs from a publisher; tests pass a fake. */
 export interface EventPublisher {
@@ -173,7 +182,7 @@ export class AmqpPublisher implements EventPublisher {
     const joined = this.#pending.get(message.event_id)
     if (joined) return this.#answer(joined)
     const body = Buffer.from(JSON.stringify(message))
-    return this.#send(message.event_id, body, messageProperties(message.event_id), 1)
+    return this.#send(message.event_id, [{ body, properties: messageProperties(message.event_id), weight: 1 }])
   }
 
   publishBatch(messages: QueueMessage[]): Promise<void> {
@@ -182,21 +191,28 @@ export class AmqpPublisher implements EventPublisher {
     const key = `batch:${hash.digest('base64')}`
     const joined = this.#pending.get(key)
     if (joined) return this.#answer(joined)
-    const body = Buffer.from(JSON.stringify({ events: messages }))
-    return this.#send(key, body, messageProperties(uuidv7(), BATCH_MESSAGE_TYPE), messages.length)
+    // Messages of at most 64 KiB: the consumer sizes its prefetch for them.
+    const parts = batchMessages(messages).map(({ body, count }) => ({
+      body,
+      properties: { ...messageProperties(uuidv7(), BATCH_MESSAGE_TYPE), headers: { [EVENT_COUNT_HEADER]: count } },
+      weight: count,
+    }))
+    return this.#send(key, parts)
   }
 
   /**
-   * Publishes one message worth `weight` events; resolves on the broker's confirm. A client
-   * that resends the same events while the first copy still travels (its 500 came before the
-   * confirm, over a slow link) waits for that copy's confirm instead of sending them again.
+   * Publishes messages worth `weight` events each, all or none admitted; resolves once the
+   * broker has confirmed every one. A client that resends the same events while the first copy
+   * still travels (its 500 came before the confirm, over a slow link) waits for that copy's
+   * confirm instead of sending them again.
    */
-  #send(key: string, body: Buffer, properties: ReturnType<typeof messageProperties>, weight: number): Promise<void> {
+  #send(key: string, parts: Part[]): Promise<void> {
     const channel = this.#channel
     if (!channel) return Promise.reject(new PublishError('BROKER_UNAVAILABLE'))
     if (this.#blocked) return Promise.reject(new PublishError('BROKER_BLOCKED'))
     if (!this.#writable) return Promise.reject(new PublishError('BROKER_BACKPRESSURE'))
-    const bytes = body.length + MESSAGE_OVERHEAD_BYTES
+    const bytes = parts.reduce((sum, part) => sum + part.body.length + MESSAGE_OVERHEAD_BYTES, 0)
+    const weight = parts.reduce((sum, part) => sum + part.weight, 0)
     const maxEvents = this.#config.PUBLISH_MAX_IN_FLIGHT
     if (
       (maxEvents > 0 && this.#inFlight + weight > maxEvents) ||
@@ -205,42 +221,53 @@ export class AmqpPublisher implements EventPublisher {
       return Promise.reject(new PublishError('OVERLOADED'))
     }
 
-    const { messageId } = properties
+    // Settled by the first failure, or once every part is confirmed.
     let settle: (err?: PublishError) => void = () => {}
     const confirmed = new Promise<void>((resolve, reject) => {
       settle = (err) => (err ? reject(err) : resolve())
     })
     const pending: Pending = { confirmed, channel, bytes, sentAt: Date.now() }
-    // The budget is freed when the broker answers or the channel dies (amqplib then calls back
-    // with an error), never at the timeout: until then the message may sit in amqplib's
-    // buffers, and the budget is what bounds them.
-    const release = () => {
-      if (this.#pending.get(key) === pending) this.#pending.delete(key)
-      this.#inFlight -= weight
-      this.#inFlightBytes -= bytes
-    }
     this.#pending.set(key, pending)
     this.#inFlight += weight
     this.#inFlightBytes += bytes
+    let unanswered = parts.length
+    // Each part's budget is freed when the broker answers it or the channel dies (amqplib then
+    // calls back with an error), never at the timeout: until then the message may sit in
+    // amqplib's buffers, and the budget is what bounds them.
+    const releases = parts.map((part) => {
+      let released = false
+      return () => {
+        if (released) return
+        released = true
+        this.#inFlight -= part.weight
+        this.#inFlightBytes -= part.body.length + MESSAGE_OVERHEAD_BYTES
+        if (--unanswered === 0 && this.#pending.get(key) === pending) this.#pending.delete(key)
+      }
+    })
     const started = performance.now()
-    const onConfirm = (err: Error | null) => {
-      release()
-      this.#stall.confirmed()
-      if (!err) this.#onConfirm((performance.now() - started) / 1000)
-      // A returned message is confirmed too, after its return: it reached no queue.
-      if (this.#returned.delete(messageId)) settle(new PublishError('BROKER_UNROUTABLE'))
-      else if (!err) settle()
-      else
-        settle(
-          new PublishError(err.message === 'message nacked' ? 'BROKER_NACK' : 'BROKER_UNAVAILABLE', { cause: err }),
-        )
-    }
-    try {
-      const writable = channel.publish('', this.#topology.queue, body, properties, onConfirm)
-      if (!writable && this.#channel === channel) this.#writable = false
-    } catch (err) {
-      release()
-      return Promise.reject(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
+    for (const [i, { body, properties }] of parts.entries()) {
+      const onConfirm = (err: Error | null) => {
+        releases[i]?.()
+        this.#stall.confirmed()
+        // A returned message is confirmed too, after its return: it reached no queue.
+        if (this.#returned.delete(properties.messageId)) settle(new PublishError('BROKER_UNROUTABLE'))
+        else if (err) {
+          const code = err.message === 'message nacked' ? 'BROKER_NACK' : 'BROKER_UNAVAILABLE'
+          settle(new PublishError(code, { cause: err }))
+        } else if (unanswered === 0) {
+          this.#onConfirm((performance.now() - started) / 1000)
+          settle()
+        }
+      }
+      try {
+        const writable = channel.publish('', this.#topology.queue, body, properties, onConfirm)
+        if (!writable && this.#channel === channel) this.#writable = false
+      } catch (err) {
+        // The channel is gone: what was not published frees its budget now.
+        for (const release of releases.slice(i)) release()
+        settle(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
+        break
+      }
     }
     if (this.#socket) this.#writes.coalesce(this.#socket)
     return this.#answer(pending)
