@@ -4,7 +4,6 @@
 // because one scenario restarts the shared RabbitMQ; what a scenario stops or cuts it restores in
 // a `finally`. Each scenario logs what it measured.
 import { execFileSync, spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -12,7 +11,7 @@ import { messageProperties } from 'event-contract'
 import { broker, connectBroker, metricValue, TcpProxy, waitFor } from '../test-support/index.js'
 import { freePort, rssBytes } from '../test-support/process.js'
 import { connectDatabase, database } from '../test-support/database.js'
-import { acceptedIds, event, System, type PostOutcome, type SystemOptions } from './harness.js'
+import { acceptedIds, event, shippedNodeOptions, System, type PostOutcome, type SystemOptions } from './harness.js'
 
 let system: System | undefined
 const proxies: TcpProxy[] = []
@@ -635,7 +634,10 @@ describe('faults', () => {
 
   it('slow broker, as shipped: 64 clients of 60 KB events through 300 KB/s keep the producer under 160 MB', async () => {
     const slow = await proxyTo({ host: broker.host, port: broker.port }, { bytesPerSecond: 300_000 })
-    const s = await start({ producerBrokerAt: slow, producerEnv: { NODE_OPTIONS: shippedNodeOptions() } })
+    const s = await start({
+      producerBrokerAt: slow,
+      producerEnv: { NODE_OPTIONS: shippedNodeOptions('producer-service') },
+    })
     const pid = s.producer?.child.pid as number
     const big = (i: number) => ({ ...event(i), metadata: { i, blob: 'x'.repeat(60 * 1024) } })
     const samples: number[] = []
@@ -659,7 +661,7 @@ describe('faults', () => {
     for (const o of outcomes) statuses.set(String(o.status), (statuses.get(String(o.status)) ?? 0) + 1)
     const peakMb = Math.max(...samples)
     report('slow broker, as shipped', {
-      nodeOptions: shippedNodeOptions(),
+      nodeOptions: shippedNodeOptions('producer-service'),
       outcomes: Object.fromEntries(statuses),
       peakMb,
       samples,
@@ -675,7 +677,7 @@ describe('faults', () => {
   it('slow uploads: 200 stalled 1 MiB bodies held at once keep the producer under 200 MB, 503 past the budget', async () => {
     const s = await start({
       consumer: false,
-      producerEnv: { NODE_OPTIONS: shippedNodeOptions(), REQUEST_TIMEOUT_MS: '15000' },
+      producerEnv: { NODE_OPTIONS: shippedNodeOptions('producer-service'), REQUEST_TIMEOUT_MS: '15000' },
     })
     const pid = s.producer?.child.pid as number
     const { port } = new URL(s.api)
@@ -722,14 +724,6 @@ describe('faults', () => {
     expect(after.status).toBe(202)
   })
 })
-
-/** NODE_OPTIONS of the producer's `npm start` (its heap cap), so that a test runs it as shipped. */
-function shippedNodeOptions(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../producer-service/package.json', import.meta.url), 'utf8')) as {
-    scripts: { start: string }
-  }
-  return (pkg.scripts.start.match(/--max-old-space-size=\d+/g) ?? []).join(' ')
-}
 
 /**
  * A raw HTTP client that declares `declared` body bytes, sends `sent` of them at once and then

@@ -20,7 +20,7 @@ export const ConfigSchema = Type.Object({
   /** Messages in hand (unacknowledged) at most; fewer when CONSUMER_MAX_IN_HAND_BYTES says so. */
   CONSUMER_PREFETCH: Type.Integer({ minimum: 1, maximum: 65535, default: 1000 }),
   /** Message bytes in hand at most: the prefetch fits it for messages of CONSUMER_MAX_MESSAGE_BYTES (prefetch.ts). */
-  CONSUMER_MAX_IN_HAND_BYTES: Type.Integer({ minimum: 65536, maximum: 1024 ** 3, default: 64 * 1024 * 1024 }),
+  CONSUMER_MAX_IN_HAND_BYTES: Type.Integer({ minimum: 65536, maximum: 1024 ** 3, default: 32 * 1024 * 1024 }),
   /**
    * The largest message expected: the producer splits batches into messages of 64 KiB, and a
    * single event is at most its BODY_LIMIT_BYTES (64 KiB) plus an envelope. Raise it with that.

@@ -14,6 +14,11 @@ export interface PrefetchLimits {
   maxMessageBytes: number
 }
 
+/** The prefetch that fits the budget if every message were `bytes` large. */
+export function prefetchFitting({ prefetch, maxInHandBytes }: PrefetchLimits, bytes: number): number {
+  return Math.max(1, Math.min(prefetch, Math.floor(maxInHandBytes / bytes)))
+}
+
 /** The largest message producers made before batches were split: a 1 MiB body, and its envelope. */
 export const LEGACY_MESSAGE_BYTES = 1024 * 1024 + 64 * 1024
 /** Messages of the expected size in a row, as a multiple of the prefetch, before it rises. */
@@ -31,13 +36,7 @@ export class PrefetchPlan {
   constructor(limits: PrefetchLimits) {
     this.#limits = limits
     this.#assumed = Math.max(limits.maxMessageBytes, LEGACY_MESSAGE_BYTES)
-    this.current = this.#fit(this.#assumed)
-  }
-
-  /** The prefetch that fits the budget if every message were `bytes` large. */
-  #fit(bytes: number): number {
-    const { prefetch, maxInHandBytes } = this.#limits
-    return Math.max(1, Math.min(prefetch, Math.floor(maxInHandBytes / bytes)))
+    this.current = prefetchFitting(this.#limits, this.#assumed)
   }
 
   /** Told each delivery's size; returns the prefetch to change to, or undefined to keep it. */
@@ -49,7 +48,7 @@ export class PrefetchPlan {
     if (this.#assumed > maxMessageBytes && this.#expectedRun >= RISE_AFTER_WINDOWS * this.current) {
       this.#assumed = maxMessageBytes
     }
-    const target = this.#fit(this.#assumed)
+    const target = prefetchFitting(this.#limits, this.#assumed)
     return target === this.current ? undefined : target
   }
 }

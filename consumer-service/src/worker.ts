@@ -16,7 +16,7 @@ import { Batcher } from './batcher.js'
 import { DeadLetterOutbox, DeadLetterRefusedError, type DeadLetter } from './dead-letter.js'
 import { Ledger } from './ledger.js'
 import type { ConsumerMetrics, WorkerGauges } from './metrics.js'
-import { PrefetchPlan } from './prefetch.js'
+import { PrefetchPlan, prefetchFitting, type PrefetchLimits } from './prefetch.js'
 import { RowTooLargeError, toRow, TransientStoreError, type Store } from './store.js'
 
 /**
@@ -165,7 +165,7 @@ export class Worker implements WorkerGauges {
   /** The prefetch in force on the open channel (see prefetch.ts), and whether it is changing. */
   #plan: PrefetchPlan | undefined
   #resizing = false
-  readonly #maxInHandBytes: number
+  readonly #limits: PrefetchLimits
 
   /** `summaryIntervalMs`: how often an info line sums up what was stored (tests shorten it). */
   constructor({
@@ -184,7 +184,6 @@ export class Worker implements WorkerGauges {
     /** Message bytes in hand at most (CONSUMER_MAX_IN_HAND_BYTES; tests lower it). */
     maxInHandBytes?: number
   }) {
-    this.#maxInHandBytes = maxInHandBytes
     this.#config = config
     this.#store = store
     this.#metrics = metrics
@@ -192,10 +191,14 @@ export class Worker implements WorkerGauges {
     this.#log = logger.child({ component: 'worker' })
     this.#topology = topologyFor(config.RABBITMQ_QUEUE, config.RABBITMQ_QUEUE_TYPE)
     // CONSUMER_BATCH_SIZE, or less when the prefetch is too small for it.
-    this.#batchSize = Math.max(
-      1,
-      Math.min(config.CONSUMER_BATCH_SIZE, Math.floor(config.CONSUMER_PREFETCH * PREFETCH_SHARE_PER_BATCH)),
-    )
+    this.#limits = {
+      prefetch: config.CONSUMER_PREFETCH,
+      maxInHandBytes,
+      maxMessageBytes: config.CONSUMER_MAX_MESSAGE_BYTES,
+    }
+    // A share of the prefetch in force once messages of the expected size flow.
+    const prefetch = prefetchFitting(this.#limits, config.CONSUMER_MAX_MESSAGE_BYTES)
+    this.#batchSize = Math.max(1, Math.min(config.CONSUMER_BATCH_SIZE, Math.floor(prefetch * PREFETCH_SHARE_PER_BATCH)))
     this.#batcher = new Batcher<Delivery>({
       maxSize: this.#batchSize,
       maxWaitMs: config.CONSUMER_BATCH_WAIT_MS,
@@ -300,11 +303,7 @@ export class Worker implements WorkerGauges {
 
   async #ready(channel: ConfirmChannel): Promise<void> {
     // Each channel starts small: its queue may hold large messages (see prefetch.ts).
-    const plan = new PrefetchPlan({
-      prefetch: this.#config.CONSUMER_PREFETCH,
-      maxInHandBytes: this.#maxInHandBytes,
-      maxMessageBytes: this.#config.CONSUMER_MAX_MESSAGE_BYTES,
-    })
+    const plan = new PrefetchPlan(this.#limits)
     this.#plan = plan
     this.#resizing = false
     await channel.prefetch(plan.current)
