@@ -165,19 +165,29 @@ export class Store {
    */
   async probeWrite(): Promise<void> {
     await this.#write(async () => {
-      await this.#sessions.withConnection(async (connection) => {
-        await connection.query({ sql: 'START TRANSACTION', timeout: PROBE_TIMEOUT_MS })
-        try {
-          await connection.query({ sql: PROBE_SQL, timeout: PROBE_TIMEOUT_MS })
-        } catch (err) {
-          // The server took the write and refused the probe's values (a narrowed column, say):
-          // writes work; what it refuses of real events is dead-lettered as data.
-          if (classifyFailure(err) !== 'data') throw err
-          this.#log.debug({ error: (err as Error).message }, 'the write probe was refused as data')
-        } finally {
-          await connection.query({ sql: 'ROLLBACK', timeout: PROBE_TIMEOUT_MS })
-        }
-      })
+      try {
+        await this.#probeOnce()
+      } catch (err) {
+        // Waiting to consume with the table gone: no INSERT would ever create it again.
+        if (errnoOf(err) !== ER_NO_SUCH_TABLE || !(await this.#recreateSchema(err))) throw err
+        await this.#probeOnce()
+      }
+    })
+  }
+
+  async #probeOnce(): Promise<void> {
+    await this.#sessions.withConnection(async (connection) => {
+      await connection.query({ sql: 'START TRANSACTION', timeout: PROBE_TIMEOUT_MS })
+      try {
+        await connection.query({ sql: PROBE_SQL, timeout: PROBE_TIMEOUT_MS })
+      } catch (err) {
+        // The server took the write and refused the probe's values (a narrowed column, say):
+        // writes work; what it refuses of real events is dead-lettered as data.
+        if (classifyFailure(err) !== 'data') throw err
+        this.#log.debug({ error: (err as Error).message }, 'the write probe was refused as data')
+      } finally {
+        await connection.query({ sql: 'ROLLBACK', timeout: PROBE_TIMEOUT_MS })
+      }
     })
   }
 

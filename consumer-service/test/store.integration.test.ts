@@ -157,6 +157,12 @@ describe('Store', () => {
     }
     try {
       await own.prepare()
+      // Gone while the worker waits to consume: the probe, not an INSERT, finds it missing.
+      await admin.query('DROP TABLE user_activities')
+      await own.prepare()
+      const [tables] = await admin.query<RowDataPacket[]>("SHOW TABLES LIKE 'user_activities'")
+      expect(tables).toHaveLength(1)
+
       await admin.query('DROP TABLE user_activities')
       const first = row()
       expect((await retried(first)).inserted).toBe(1)
