@@ -6,11 +6,13 @@
 import { execFileSync, spawn } from 'node:child_process'
 import net from 'node:net'
 import { randomBytes, randomUUID } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { messageProperties } from 'event-contract'
 import { broker, connectBroker, metricValue, TcpProxy, waitFor } from '../test-support/index.js'
 import { freePort, rssBytes } from '../test-support/process.js'
-import { connectDatabase, database } from '../test-support/database.js'
+import { connectDatabase, createTestUser, database } from '../test-support/database.js'
 import { acceptedIds, event, shippedNodeOptions, System, type PostOutcome, type SystemOptions } from './harness.js'
 
 let system: System | undefined
@@ -236,8 +238,9 @@ describe('faults', () => {
     try {
       await dbProxy.cut()
       outcomes = await s.postMany(1500, 32)
-      // The consumer holds a prefetch's worth, unacked, while it waits for the database.
-      await waitFor(async () => (await s.queueDepth()).ready <= 500, { what: 'the consumer holding events' })
+      // The consumer holds what it was handed before the outage (its first prefetch, 30 messages:
+      // it starts as if the queue held 1 MiB messages), unacked, while it waits for the database.
+      await waitFor(async () => (await s.queueDepth()).ready < 1500, { what: 'the consumer holding events' })
       for (let i = 0; i < drops; i++) {
         await link.cut()
         await waitFor(async () => (await s.health(s.consumerHealth)).checks?.rabbitmq === 'down', {
@@ -723,6 +726,196 @@ describe('faults', () => {
     uploads.forEach((u) => u.socket.destroy())
     expect(after.status).toBe(202)
   })
+
+  it('INSERT revoked: 25 link drops dead-letter nothing; /health failing at once; a database-level grant is seen', async () => {
+    const link = await proxyTo({ host: broker.host, port: broker.port })
+    const s = await start({ consumer: false, consumerBrokerAt: link, consumerEnv: { CONSUMER_RETRY_MAX_MS: '1000' } })
+    const user = await createTestUser()
+    try {
+      await startAsOwnUser(s, user)
+      const before = await s.postMany(20, 4)
+      await s.settle(acceptedIds(before))
+
+      // A table-level REVOKE reaches the running sessions at once (a database-level one would not).
+      await user.grant(`REVOKE INSERT ON \`${s.databaseName}\`.user_activities FROM ??`)
+      const refusedAt = Date.now()
+      const outcomes = await s.postMany(100, 8, (i) => event(1000 + i))
+      const failing = await untilFailing(s, refusedAt)
+      const drops = await dropLink(s, link, 25)
+      const deadAfterDrops = (await s.queueDepth()).dead
+      // A consumer that waits for a write to succeed holds none of them after a reconnect.
+      const readyAfterDrops = (await s.queueDepth()).ready
+      report('INSERT revoked, before the grant', { drops, ...failing, deadAfterDrops, readyAfterDrops })
+      // Restored at database level: MariaDB applies it to a session at its next USE only.
+      await user.grant(`GRANT INSERT ON \`${s.databaseName}\`.* TO ??`)
+      const restoredAt = Date.now()
+      await waitFor(() => s.healthy(s.consumerHealth), { what: 'consumer /health 200 again', timeoutMs: 30_000 })
+      const recoveredMs = Date.now() - restoredAt
+      const accepted = acceptedIds([...before, ...outcomes])
+      const result = await s.settle(accepted)
+      const { dead } = await s.queueDepth()
+      report('INSERT revoked', {
+        drops,
+        ...failing,
+        deadAfterDrops,
+        readyAfterDrops,
+        recoveredMs,
+        ...summary(result),
+        deadLettered: dead,
+      })
+      expect(failing.failingAfterMs).toBeLessThan(10_000)
+      expect(readyAfterDrops).toBe(acceptedIds(outcomes).size)
+      expect(failing.checks).toMatchObject({ rabbitmq: 'up', mysql: 'failing', progress: 'ok' })
+      expect(deadAfterDrops).toBe(0)
+      expect(dead).toBe(0)
+      expect(result.missing).toEqual([])
+      expect(result.duplicated).toEqual([])
+    } finally {
+      await link.restore()
+      await user.drop()
+    }
+  })
+
+  it('read_only: 25 link drops dead-letter nothing; /health failing at once, 200 after; all stored once', async () => {
+    const link = await proxyTo({ host: broker.host, port: broker.port })
+    const s = await start({ consumer: false, consumerBrokerAt: link, consumerEnv: { CONSUMER_RETRY_MAX_MS: '1000' } })
+    const user = await createTestUser()
+    // The shared server's read_only: root, which every other test uses, bypasses it. Short.
+    const admin = await connectDatabase()
+    try {
+      await startAsOwnUser(s, user)
+      const before = await s.postMany(20, 4)
+      await s.settle(acceptedIds(before))
+      let outcomes: PostOutcome[]
+      let failing: Awaited<ReturnType<typeof untilFailing>>
+      let drops: number
+      let readyAfterDrops: number
+      try {
+        await admin.query('SET GLOBAL read_only = 1')
+        const refusedAt = Date.now()
+        outcomes = await s.postMany(100, 8, (i) => event(1000 + i))
+        failing = await untilFailing(s, refusedAt)
+        drops = await dropLink(s, link, 25)
+        // A consumer that waits for a write to succeed holds none of them after a reconnect.
+        readyAfterDrops = (await s.queueDepth()).ready
+      } finally {
+        await admin.query('SET GLOBAL read_only = 0')
+      }
+      const deadAfterDrops = (await s.queueDepth()).dead
+      report('read_only, after it', { drops, ...failing, deadAfterDrops, readyAfterDrops })
+      const restoredAt = Date.now()
+      await waitFor(() => s.healthy(s.consumerHealth), { what: 'consumer /health 200 again', timeoutMs: 30_000 })
+      const recoveredMs = Date.now() - restoredAt
+      const result = await s.settle(acceptedIds([...before, ...outcomes]))
+      const { dead } = await s.queueDepth()
+      report('read_only', {
+        drops,
+        ...failing,
+        deadAfterDrops,
+        readyAfterDrops,
+        recoveredMs,
+        ...summary(result),
+        deadLettered: dead,
+      })
+      expect(failing.failingAfterMs).toBeLessThan(10_000)
+      expect(readyAfterDrops).toBe(acceptedIds(outcomes).size)
+      expect(failing.checks).toMatchObject({ rabbitmq: 'up', mysql: 'failing', progress: 'ok' })
+      expect(deadAfterDrops).toBe(0)
+      expect(dead).toBe(0)
+      expect(result.missing).toEqual([])
+      expect(result.duplicated).toEqual([])
+    } finally {
+      await admin.query('SET GLOBAL read_only = 0')
+      await admin.end()
+      await link.restore()
+      await user.drop()
+    }
+  })
+
+  it('a dropped, then renamed-away table: /health failing while it cannot be created, then created again', async () => {
+    const s = await start({ consumer: false, consumerEnv: { CONSUMER_RETRY_MAX_MS: '1000' } })
+    const user = await createTestUser()
+    const admin = await connectDatabase(s.databaseName)
+    try {
+      await startAsOwnUser(s, user)
+      const before = await s.postMany(20, 4)
+      await s.settle(acceptedIds(before))
+
+      // Without CREATE (new sessions see it), the consumer cannot create the table again: failing.
+      await user.grant(`REVOKE CREATE ON \`${s.databaseName}\`.* FROM ??`)
+      await admin.query('DROP TABLE user_activities')
+      const droppedAt = Date.now()
+      const dropped = await s.postMany(50, 8, (i) => event(1000 + i))
+      const failing = await untilFailing(s, droppedAt)
+      report('dropped table, before the grant', failing)
+      await user.grant(`GRANT CREATE ON \`${s.databaseName}\`.* TO ??`)
+      const grantedAt = Date.now()
+      await waitFor(() => s.healthy(s.consumerHealth), { what: 'consumer /health 200 again', timeoutMs: 30_000 })
+      const recoveredMs = Date.now() - grantedAt
+      const afterDrop = await s.settle(acceptedIds(dropped), 30_000)
+
+      // Renamed away, with the right to create it: created again, nothing held for long.
+      await admin.query('RENAME TABLE user_activities TO user_activities_away')
+      const renamed = await s.postMany(50, 8, (i) => event(2000 + i))
+      const afterRename = await s.settle(acceptedIds(renamed), 30_000)
+      const { dead } = await s.queueDepth()
+      report('dropped table', {
+        ...failing,
+        recoveredMs,
+        afterDrop: summary(afterDrop),
+        afterRename: summary(afterRename),
+      })
+      expect(failing.failingAfterMs).toBeLessThan(10_000)
+      expect(failing.checks?.mysql).toBe('failing')
+      expect(afterDrop.missing).toEqual([])
+      expect(afterDrop.duplicated).toEqual([])
+      expect(afterRename.missing).toEqual([])
+      expect(afterRename.stored).toBe(50)
+      expect(dead).toBe(0)
+    } finally {
+      await admin.end()
+      await user.drop()
+    }
+  })
+
+  it('max_allowed_packet raised after a too-large dead letter: the replay stores it, no restart', async () => {
+    const admin = await connectDatabase()
+    const [[limit]] = (await admin.query('SELECT @@GLOBAL.max_allowed_packet AS bytes')) as unknown as [
+      { bytes: number }[],
+    ]
+    const original = Number(limit?.bytes)
+    // Lowered before the consumer connects (its sessions take it), restored after.
+    await admin.query('SET GLOBAL max_allowed_packet = 1048576')
+    try {
+      const s = await start({ producerEnv: { BODY_LIMIT_BYTES: String(4 * 2 ** 20) } })
+      // 700 KB of quotes: 1.4 MB as JSON, 2.8 MB in the INSERT.
+      const big = await s.post({ ...event(0), metadata: { quotes: '"'.repeat(700_000) } })
+      expect(big.status).toBe(202)
+      await waitFor(async () => (await s.queueDepth()).dead === 1, { what: 'the oversized event dead-lettered' })
+
+      await admin.query('SET GLOBAL max_allowed_packet = ?', [Math.max(original, 16 * 2 ** 20)])
+      const replay = execFileSync(process.execPath, [dlqCli, 'replay'], {
+        env: { ...process.env, ...brokerEnv(s.queue) },
+        encoding: 'utf8',
+        timeout: 30_000,
+      })
+      let stored = false
+      try {
+        await s.settle(acceptedIds([big]), 20_000)
+        stored = true
+      } catch (err) {
+        console.log(`[faults] max_allowed_packet raised: not stored (${(err as Error).message})`)
+      }
+      await waitFor(async () => (await s.queueDepth()).ready === 0, { what: 'the replayed letter taken' })
+      const { dead } = await s.queueDepth()
+      report('max_allowed_packet raised', { replay: replay.trim(), stored, deadLetteredAfterReplay: dead })
+      expect(stored).toBe(true)
+      expect(dead).toBe(0)
+    } finally {
+      await admin.query('SET GLOBAL max_allowed_packet = ?', [original])
+      await admin.end()
+    }
+  })
 })
 
 /**
@@ -769,6 +962,70 @@ function tcpAnswers(port: number): Promise<boolean> {
     })
     socket.once('error', () => resolve(false))
   })
+}
+
+const schemaFile = new URL('../db/init.sql', import.meta.url)
+const dlqCli = fileURLToPath(new URL('../consumer-service/dist/dlq.js', import.meta.url))
+
+function brokerEnv(queue: string) {
+  return {
+    RABBITMQ_HOST: broker.host,
+    RABBITMQ_PORT: String(broker.port),
+    RABBITMQ_USER: broker.user,
+    RABBITMQ_PASS: broker.pass,
+    RABBITMQ_QUEUE: queue,
+  }
+}
+
+/**
+ * Starts the consumer as a user of the test's own (root bypasses read_only): rights on the
+ * test's database, but INSERT on the table only, so that a REVOKE of it takes effect at once.
+ */
+async function startAsOwnUser(s: System, user: Awaited<ReturnType<typeof createTestUser>>) {
+  const connection = await connectDatabase(s.databaseName)
+  try {
+    await connection.query(await readFile(schemaFile, 'utf8'))
+  } finally {
+    await connection.end()
+  }
+  await user.grant(`GRANT SELECT, UPDATE, CREATE ON \`${s.databaseName}\`.* TO ??`)
+  await user.grant(`GRANT INSERT ON \`${s.databaseName}\`.user_activities TO ??`)
+  await s.startConsumer({ MYSQL_USER: user.user, MYSQL_PASSWORD: user.password })
+}
+
+/** How long after `since` the consumer's /health said 503 with mysql failing (at most 15 s). */
+async function untilFailing(s: System, since: number) {
+  const deadline = Date.now() + 15_000
+  let last: Awaited<ReturnType<System['health']>> = { status: 'down' }
+  while (Date.now() < deadline) {
+    last = await s.health(s.consumerHealth)
+    if (last.status === 503 && last.checks?.mysql === 'failing') {
+      return { failingAfterMs: Date.now() - since, checks: last.checks }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  return { failingAfterMs: Infinity, checks: last.checks, status: last.status }
+}
+
+/**
+ * Cuts the consumer's broker link `drops` times, each until it noticed and reconnected, then
+ * waits a second: a consumer that takes deliveries again holds the whole queue by then (its
+ * prefetch starts small and grows), so each drop counts one delivery of every event.
+ */
+async function dropLink(s: System, link: TcpProxy, drops: number) {
+  for (let i = 0; i < drops; i++) {
+    await link.cut()
+    await waitFor(async () => (await s.health(s.consumerHealth)).checks?.rabbitmq === 'down', {
+      what: 'the consumer to notice the link drop',
+    })
+    await link.restore()
+    await waitFor(async () => (await s.health(s.consumerHealth)).checks?.rabbitmq === 'up', {
+      what: 'the consumer to reconnect',
+      timeoutMs: 15_000,
+    })
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+  }
+  return drops
 }
 
 function summary(result: { accepted: number; stored: number; missing: string[]; duplicated: string[] }) {

@@ -86,7 +86,9 @@ export class System {
     return this
   }
 
-  async startConsumer(): Promise<void> {
+  /** Starts the consumer; `env` is added to its environment, for this start and the next. */
+  async startConsumer(env: Record<string, string> = {}): Promise<void> {
+    this.#consumerEnv = { ...this.#consumerEnv, ...env }
     this.consumer = spawnService(consumerMain, this.#consumerEnv)
     await waitFor(() => this.healthy(this.consumerHealth), { what: 'the consumer to be healthy', timeoutMs: 15_000 })
   }

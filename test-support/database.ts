@@ -38,3 +38,37 @@ export async function createTestDatabase(): Promise<{ name: string; drop: () => 
     },
   }
 }
+
+/**
+ * A MySQL/MariaDB user of the test's own (the services then run without root's rights, which
+ * bypass read_only); `grant` runs as root with `??` the user; `drop()` removes it.
+ */
+export async function createTestUser(): Promise<{
+  user: string
+  password: string
+  grant: (sql: string) => Promise<void>
+  drop: () => Promise<void>
+}> {
+  const user = uniqueName('u')
+  const password = uniqueName('pw')
+  const admin = await connectDatabase()
+  try {
+    await admin.query("CREATE USER ?@'%' IDENTIFIED BY ?", [user, password])
+  } finally {
+    await admin.end()
+  }
+  const asRoot = async (sql: string, values: unknown[]) => {
+    const c = await connectDatabase()
+    try {
+      await c.query(sql, values)
+    } finally {
+      await c.end()
+    }
+  }
+  return {
+    user,
+    password,
+    grant: (sql) => asRoot(`${sql.replace('??', "?@'%'")}`, [user]),
+    drop: () => asRoot("DROP USER IF EXISTS ?@'%'", [user]),
+  }
+}

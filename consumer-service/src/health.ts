@@ -1,13 +1,15 @@
-// The consumer's health server: GET /health reports the broker consumer, the database, whether
-// the events in hand are moving and whether the dead-letter queue takes letters; GET /metrics
-// serves its Prometheus metrics.
+// The consumer's health server: GET /health reports the broker consumer, the database (does it
+// answer, do writes succeed), whether the events in hand are moving and whether the dead-letter
+// queue takes letters; GET /metrics serves its Prometheus metrics.
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { ConsumerMetrics } from './metrics.js'
+import type { DatabaseHealth } from './store.js'
 import type { WorkerHealth } from './worker.js'
 
 export interface HealthSources {
   worker: { health(): WorkerHealth }
-  store: { ping(): Promise<boolean> }
+  /** `up`, `down` (does not answer) or `failing` (answers, but writes fail). */
+  store: { health(): Promise<DatabaseHealth> }
   logger: FastifyBaseLogger
   /** Prometheus metrics, served on GET /metrics; none when absent. */
   metrics?: ConsumerMetrics
@@ -19,7 +21,7 @@ export async function buildHealthApp({ worker, store, logger, metrics }: HealthS
 
   app.get('/health', async (request, reply) => {
     const { rabbitmq, progress, dlq } = worker.health()
-    const mysql = (await store.ping()) ? 'up' : 'down'
+    const mysql = await store.health()
     const healthy = rabbitmq === 'up' && mysql === 'up' && progress === 'ok' && dlq === 'ok'
     return reply
       .code(healthy ? 200 : 503)

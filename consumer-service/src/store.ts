@@ -1,9 +1,26 @@
-// Stores events in MySQL/MariaDB: the schema at start-up, multi-row idempotent inserts, and the
-// split that finds the rows the database refuses.
+// Stores events in MySQL/MariaDB: the schema at start-up, multi-row idempotent inserts, the
+// split that finds the rows the database refuses, and whether a write would succeed now.
 import { readFile } from 'node:fs/promises'
-import mysql, { type Pool, type PoolOptions, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise'
+import mysql, { type PoolOptions, type ResultSetHeader } from 'mysql2/promise'
 import type { Logger } from 'pino'
 import type { QueueMessage } from 'event-contract'
+import {
+  classifyFailure,
+  ER_NET_PACKET_TOO_LARGE,
+  ER_NO_SUCH_TABLE,
+  errnoOf,
+  RowTooLargeError,
+  TransientStoreError,
+} from './store-errors.js'
+import { Sessions } from './store-sessions.js'
+
+export {
+  classifyFailure,
+  RowTooLargeError,
+  TransientStoreError,
+  refusedSession,
+  type FailureKind,
+} from './store-errors.js'
 
 export const SCHEMA_FILE = new URL('../../db/init.sql', import.meta.url)
 
@@ -11,55 +28,26 @@ const INSERT_SQL =
   'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) VALUES ? ' +
   'ON DUPLICATE KEY UPDATE event_id = event_id'
 
-/** Sessions run in UTC and in strict mode, so a bad value is an error, never a silent change. */
-const SESSION_SQL = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
-
 /** How long one INSERT may take before it counts as a transient failure. */
 const QUERY_TIMEOUT_MS = 30_000
 /** Bytes of a query packet besides the SQL text, with room to spare. */
 const PACKET_OVERHEAD = 1024
-/** How long `close()` lets a running query finish before it drops the connections. */
-const CLOSE_TIMEOUT_MS = 2000
-
-/**
- * How a failed INSERT is handled. `data`: the database refuses the values (SQLSTATE class 22,
- * data exception, or 23, integrity constraint; plus the few value errors MySQL files under
- * HY000 or 01000): retrying cannot help, so the batch is split and the refused rows are
- * dead-lettered. `too-large`: the statement exceeds the server's max_allowed_packet: split too.
- * Anything else (connection lost, deadlock, lock wait timeout, too many connections, missing
- * table, access denied) is `transient`: the batch is held and retried.
- */
-export type FailureKind = 'data' | 'too-large' | 'deadlock' | 'transient'
-
-const VALUE_ERRNOS = new Set([
-  1265, // WARN_DATA_TRUNCATED (01000)
-  1300, // ER_INVALID_CHARACTER_STRING (HY000)
-  1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD (HY000 on MySQL)
-  3819, // ER_CHECK_CONSTRAINT_VIOLATED (HY000, MySQL)
-])
-const ER_NET_PACKET_TOO_LARGE = 1153
-const ER_LOCK_DEADLOCK = 1213
 /** A deadlocked INSERT is retried at once this many times before it counts as transient. */
 const DEADLOCK_RETRIES = 3
+/** A missing table is created again at most this often (a DROP racing it must not spin). */
+const SCHEMA_RETRY_MS = 5000
+/** How long the write probe may take. */
+const PROBE_TIMEOUT_MS = 5000
 
-export function classifyFailure(err: unknown): FailureKind {
-  const { errno, sqlState } = (err ?? {}) as { errno?: unknown; sqlState?: unknown }
-  if (err instanceof RowTooLargeError || errno === ER_NET_PACKET_TOO_LARGE) return 'too-large'
-  // InnoDB rolled the statement back to break a cycle of locks: at once again is the cure.
-  if (errno === ER_LOCK_DEADLOCK || sqlState === '40001') return 'deadlock'
-  if (typeof sqlState === 'string' && /^2[23]/.test(sqlState)) return 'data'
-  if (typeof errno === 'number' && VALUE_ERRNOS.has(errno)) return 'data'
-  return 'transient'
-}
-
-/** A row whose INSERT alone is larger than the server accepts in one statement. */
-export class RowTooLargeError extends Error {
-  readonly code = 'ERR_ROW_TOO_LARGE'
-  constructor(bytes: number, limit: number) {
-    super(`the row is ${bytes} bytes as SQL, over the server's max_allowed_packet of ${limit} bytes`)
-    this.name = 'RowTooLargeError'
-  }
-}
+/**
+ * The write probe: a row no event has (event_ids are UUIDs of version 4), rolled back. It needs
+ * what an INSERT of events needs (the table, the INSERT grant, a writable server), and leaves
+ * nothing but a gap in the AUTO_INCREMENT.
+ */
+const PROBE_SQL =
+  'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) ' +
+  "VALUES ('00000000-0000-0000-0000-000000000000', 0, 'probe', '1970-01-02 00:00:00', NULL) " +
+  'ON DUPLICATE KEY UPDATE event_id = event_id'
 
 export type Row = [eventId: string, userId: number, eventType: string, timestamp: string, metadata: string]
 
@@ -72,15 +60,6 @@ export function toRow(message: QueueMessage): Row {
     message.timestamp.slice(0, 23).replace('T', ' '),
     JSON.stringify(message.metadata),
   ]
-}
-
-/** A failure that retrying may cure; the rows stay unacknowledged meanwhile. */
-export class TransientStoreError extends Error {
-  readonly code = 'ERR_STORE_TRANSIENT'
-  constructor(cause: unknown) {
-    super(`database unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause })
-    this.name = 'TransientStoreError'
-  }
 }
 
 export interface InsertOutcome<T> {
@@ -99,7 +78,12 @@ export interface StoreOptions {
   password: string
   database: string
   logger: Logger
+  /** How often a missing table may be created again (tests shorten it). */
+  schemaRetryMs?: number
 }
+
+/** The database as /health reports it: `failing` answers, but the last write failed. */
+export type DatabaseHealth = 'up' | 'down' | 'failing'
 
 export class Store {
   static fromConfig(
@@ -122,17 +106,18 @@ export class Store {
     })
   }
 
-  readonly #pool: Pool
+  readonly #sessions: Sessions
   readonly #log: Logger
   readonly #connection: PoolOptions
-  /** The pool's open connections, to drop those still busy when closing. */
-  readonly #open = new Set<{ destroy(): void; once(event: string, listener: () => void): unknown }>()
-  /** The server's max_allowed_packet, read on first use and again after a too-large error. */
-  #maxPacket: number | undefined
+  readonly #schemaRetryMs: number
   #schemaApplied = false
+  #schemaRecreatedAt = 0
+  /** How the last write (an INSERT or the probe) went; undefined before the first. */
+  #lastWrite: 'ok' | 'failed' | undefined
 
-  constructor({ logger, ...connection }: StoreOptions) {
+  constructor({ logger, schemaRetryMs = SCHEMA_RETRY_MS, ...connection }: StoreOptions) {
     this.#log = logger.child({ component: 'store' })
+    this.#schemaRetryMs = schemaRetryMs
     this.#connection = {
       ...connection,
       charset: 'utf8mb4',
@@ -142,15 +127,7 @@ export class Store {
       // affectedRows then counts new rows only (0 for a duplicate), not rows found.
       flags: ['-FOUND_ROWS'],
     }
-    this.#pool = mysql.createPool({ ...this.#connection, connectionLimit: 4, maxIdle: 4 })
-    // mysql2 runs these before any query on the new connection.
-    this.#pool.pool.on('connection', (connection) => {
-      this.#open.add(connection)
-      connection.once('end', () => this.#open.delete(connection))
-      connection.query(SESSION_SQL, (err: Error | null) => {
-        if (err) this.#log.error({ err }, 'could not set the session time zone and SQL mode')
-      })
-    })
+    this.#sessions = new Sessions(this.#connection, this.#log)
   }
 
   /** Where it stores, for the logs: never the password. */
@@ -160,16 +137,15 @@ export class Store {
   }
 
   /**
-   * Resolves once the database can take inserts: the first time, by applying the schema; after
-   * that, by answering a query. Throws why not (the database is down, does not exist, ...).
+   * Resolves once a write would succeed: the first time, by applying the schema; after that,
+   * by the write probe. Throws why not (down, no such database, INSERT denied, read-only, ...).
    */
   async prepare(): Promise<void> {
-    if (this.#schemaApplied) {
-      await this.#pool.query({ sql: 'SELECT 1', timeout: 5000 })
-      return
+    if (!this.#schemaApplied) {
+      await this.applySchema()
+      this.#schemaApplied = true
     }
-    await this.applySchema()
-    this.#schemaApplied = true
+    await this.probeWrite()
   }
 
   /** Creates the table if it is missing (db/init.sql). */
@@ -181,6 +157,38 @@ export class Store {
     } finally {
       await connection.end()
     }
+  }
+
+  /**
+   * Writes the probe row in a transaction and rolls it back: proves what `SELECT 1` does not,
+   * that the table is there, the INSERT granted and the server writable. Throws why not.
+   */
+  async probeWrite(): Promise<void> {
+    await this.#write(async () => {
+      try {
+        await this.#probeOnce()
+      } catch (err) {
+        // Waiting to consume with the table gone: no INSERT would ever create it again.
+        if (errnoOf(err) !== ER_NO_SUCH_TABLE || !(await this.#recreateSchema(err))) throw err
+        await this.#probeOnce()
+      }
+    })
+  }
+
+  async #probeOnce(): Promise<void> {
+    await this.#sessions.withConnection(async (connection) => {
+      await connection.query({ sql: 'START TRANSACTION', timeout: PROBE_TIMEOUT_MS })
+      try {
+        await connection.query({ sql: PROBE_SQL, timeout: PROBE_TIMEOUT_MS })
+      } catch (err) {
+        // The server took the write and refused the probe's values (a narrowed column, say):
+        // writes work; what it refuses of real events is dead-lettered as data.
+        if (classifyFailure(err) !== 'data') throw err
+        this.#log.debug({ error: (err as Error).message }, 'the write probe was refused as data')
+      } finally {
+        await connection.query({ sql: 'ROLLBACK', timeout: PROBE_TIMEOUT_MS })
+      }
+    })
   }
 
   /**
@@ -198,21 +206,28 @@ export class Store {
     return outcome
   }
 
-  async #insertOrSplit<T>(rows: { item: T; row: Row }[], outcome: InsertOutcome<T>): Promise<void> {
+  async #insertOrSplit<T>(rows: { item: T; row: Row }[], outcome: InsertOutcome<T>, reread = false): Promise<void> {
     if (rows.length === 0) return
     try {
       // Formatted here (mysql2 would do the same) so that its size is known before it is sent.
       const sql = mysql.format(INSERT_SQL, [rows.map(({ row }) => row)])
       const bytes = Buffer.byteLength(sql) + PACKET_OVERHEAD
-      const limit = await this.#maxAllowedPacket()
+      let limit = await this.#sessions.maxAllowedPacket()
+      // A row is refused only against the server's limit of now: it may have been raised.
+      if (bytes > limit && rows.length === 1) limit = await this.#sessions.maxAllowedPacket(true)
       if (bytes > limit) throw new RowTooLargeError(bytes, limit)
-      const result = await this.#execute(sql)
+      const result = await this.#write(() => this.#execute(sql))
       for (const { item } of rows) outcome.stored.push(item)
       outcome.inserted += result.affectedRows
     } catch (err) {
       const kind = classifyFailure(err)
       if (kind === 'transient' || kind === 'deadlock') throw new TransientStoreError(err)
-      if (kind === 'too-large' && !(err instanceof RowTooLargeError)) this.#maxPacket = undefined
+      if (errnoOf(err) === ER_NET_PACKET_TOO_LARGE && !reread) {
+        // The server refused it, though smaller than the limit known: read it, and try again
+        // once on a connection of the new limit.
+        await this.#sessions.maxAllowedPacket(true)
+        return this.#insertOrSplit(rows, outcome, true)
+      }
       if (rows.length === 1) {
         outcome.rejected.push({ item: (rows[0] as { item: T }).item, err: err as Error })
         return
@@ -223,63 +238,81 @@ export class Store {
     }
   }
 
-  /** Runs an INSERT; a deadlock is retried at once, a few times, before it is thrown. */
+  /**
+   * Runs an INSERT. A deadlock is retried at once, a few times; a missing table is created
+   * again from the schema (at most every SCHEMA_RETRY_MS) and the INSERT retried once.
+   */
   async #execute(sql: string): Promise<ResultSetHeader> {
+    let recreated = false
     for (let attempt = 0; ; attempt++) {
       try {
-        const [result] = await this.#pool.query<ResultSetHeader>({ sql, timeout: QUERY_TIMEOUT_MS })
-        return result
+        return await this.#sessions.withConnection(async (connection) => {
+          const [result] = await connection.query<ResultSetHeader>({ sql, timeout: QUERY_TIMEOUT_MS })
+          return result
+        })
       } catch (err) {
-        if (classifyFailure(err) !== 'deadlock' || attempt >= DEADLOCK_RETRIES) throw err
-        this.#log.debug({ attempt }, 'deadlock; retrying the INSERT at once')
+        if (classifyFailure(err) === 'deadlock' && attempt < DEADLOCK_RETRIES) {
+          this.#log.debug({ attempt }, 'deadlock; retrying the INSERT at once')
+          continue
+        }
+        if (!recreated && errnoOf(err) === ER_NO_SUCH_TABLE && (await this.#recreateSchema(err))) {
+          recreated = true
+          continue
+        }
+        throw err
       }
     }
   }
 
-  async #maxAllowedPacket(): Promise<number> {
-    if (this.#maxPacket === undefined) {
-      const [rows] = await this.#pool.query<RowDataPacket[]>('SELECT @@max_allowed_packet AS bytes')
-      this.#maxPacket = Number(rows[0]?.bytes)
+  /** Applies db/init.sql again after the table went missing; true if it did now. */
+  async #recreateSchema(cause: unknown): Promise<boolean> {
+    if (Date.now() - this.#schemaRecreatedAt < this.#schemaRetryMs) return false
+    this.#schemaRecreatedAt = Date.now()
+    try {
+      await this.applySchema()
+      this.#log.warn({ error: (cause as Error).message }, 'the table was missing; created it again from db/init.sql')
+      return true
+    } catch (err) {
+      this.#log.error({ err }, 'the table is missing and could not be created again')
+      return false
     }
-    return this.#maxPacket
+  }
+
+  /** Runs a write and remembers how it went: /health and the probe's callers read it. */
+  async #write<R>(run: () => Promise<R>): Promise<R> {
+    try {
+      const result = await run()
+      this.#lastWrite = 'ok'
+      return result
+    } catch (err) {
+      if (classifyFailure(err) === 'transient') this.#lastWrite = 'failed'
+      throw err
+    }
   }
 
   /** True when the database answers within `timeoutMs`. */
-  async ping(timeoutMs = 1000): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))
-    const query = this.#pool.query({ sql: 'SELECT 1', timeout: timeoutMs }).then(
-      () => true,
-      (err: unknown) => {
-        this.#log.debug({ err }, 'database ping failed')
-        return false
-      },
-    )
+  ping(timeoutMs = 1000): Promise<boolean> {
+    return this.#sessions.ping(timeoutMs)
+  }
+
+  /**
+   * `down` when the database does not answer; `failing` when it answers but the last write
+   * failed and the write probe, tried now, fails too; `up` otherwise.
+   */
+  async health(timeoutMs = 1000): Promise<DatabaseHealth> {
+    if (!(await this.#sessions.ping(timeoutMs))) return 'down'
+    if (this.#lastWrite !== 'failed') return 'up'
     try {
-      return await Promise.race([query, timeout])
-    } finally {
-      clearTimeout(timer)
+      await this.probeWrite()
+      return 'up'
+    } catch (err) {
+      this.#log.debug({ err }, 'the write probe failed')
+      return 'failing'
     }
   }
 
-  /** Closes the pool; a query still running after a grace (a hung database) is dropped. */
-  async close(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined
-    const ended = this.#pool.end().then(
-      () => true,
-      (err: unknown) => {
-        // A connection that was failing anyway (the database is down): nothing is left to close.
-        this.#log.warn({ err }, 'closing the database connections failed')
-        return true
-      },
-    )
-    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_TIMEOUT_MS)))
-    try {
-      if (await Promise.race([ended, late])) return
-      this.#log.warn({ connections: this.#open.size }, 'database queries still running at close; dropping them')
-      for (const connection of this.#open) connection.destroy()
-    } finally {
-      clearTimeout(timer)
-    }
+  /** Closes the connections; a query still running after a grace (a hung database) is dropped. */
+  close(): Promise<void> {
+    return this.#sessions.close()
   }
 }

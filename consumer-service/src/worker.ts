@@ -151,8 +151,6 @@ export class Worker implements WorkerGauges {
   #stopped = new AbortController()
   /** Aborted when stop()'s grace is over: give up on batches still waiting for the database. */
   #gaveUp = new AbortController()
-  /** False until the schema is applied, and again after a failed insert until the database answers. */
-  #databaseReady = false
   /** What happened since the last summary line. */
   #tally = { stored: 0, duplicates: 0, deadLettered: 0, batches: 0, lagMs: 0 }
   readonly #summaryIntervalMs: number
@@ -314,20 +312,22 @@ export class Worker implements WorkerGauges {
   }
 
   /**
-   * Starts consuming once the database answers. Every connection that closes while holding
-   * deliveries counts one delivery of each against the quorum queue's delivery limit, so a
-   * worker that cannot store holds nothing new: link drops during a database outage then cost
-   * the events nothing, and the limit stays a backstop for messages that really fail.
+   * Starts consuming once a write would succeed (the store's write probe; `SELECT 1` is not
+   * enough: a read-only server or a revoked INSERT answers it). Every connection that closes
+   * while holding deliveries counts one delivery of each against the quorum queue's delivery
+   * limit, so a worker that cannot store holds nothing new: link drops while the database is
+   * down or refuses writes then cost the events nothing, and the limit stays a backstop for
+   * messages that really fail. Probed once per channel, whatever the last insert did.
    */
   async #consumeWhenStorable(ledger: Ledger): Promise<void> {
     const quit = [ledger.signal, this.#stopped.signal]
     let warnedAt = 0
-    for (let attempt = 0; !this.#databaseReady; attempt++) {
+    for (let attempt = 0; ; attempt++) {
       try {
         // The first time this applies db/init.sql; the database may not even exist yet.
         await this.#store.prepare()
-        this.#databaseReady = true
         if (attempt > 0) this.#log.info(this.#store.location, 'the database is available; consuming')
+        break
       } catch (err) {
         if (Date.now() - warnedAt > WAITING_LOG_MS) {
           warnedAt = Date.now()
@@ -505,10 +505,8 @@ export class Worker implements WorkerGauges {
           this.#log.info({ attempt }, 'the database is available again')
           this.#heldBatches--
         }
-        this.#databaseReady = true
         return outcome
       } catch (err) {
-        this.#databaseReady = false
         this.#metrics?.retries.inc()
         if (attempt === 0) this.#heldBatches++
         const delay = backoffDelay(attempt, this.#config.CONSUMER_RETRY_MAX_MS)

@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest'
 import { pino } from 'pino'
 import { buildHealthApp } from '../src/health.js'
+import type { DatabaseHealth } from '../src/store.js'
 import type { WorkerHealth } from '../src/worker.js'
 
-async function healthWith(worker: WorkerHealth, database: boolean) {
+async function healthWith(worker: WorkerHealth, database: DatabaseHealth) {
   const app = await buildHealthApp({
     worker: { health: () => worker },
-    store: { ping: async () => database },
+    store: { health: async () => database },
     logger: pino({ level: 'silent' }),
   })
   try {
@@ -18,7 +19,7 @@ async function healthWith(worker: WorkerHealth, database: boolean) {
 
 describe('GET /health', () => {
   it('is 200 when connected, the database answers and events move', async () => {
-    const res = await healthWith({ rabbitmq: 'up', progress: 'ok', dlq: 'ok' }, true)
+    const res = await healthWith({ rabbitmq: 'up', progress: 'ok', dlq: 'ok' }, 'up')
     expect(res.statusCode).toBe(200)
     expect(res.json()).toEqual({
       status: 'healthy',
@@ -29,30 +30,36 @@ describe('GET /health', () => {
   it.each([
     [
       { rabbitmq: 'down', progress: 'ok', dlq: 'ok' },
-      true,
+      'up',
       { rabbitmq: 'down', mysql: 'up', progress: 'ok', dlq: 'ok' },
     ],
     [
       { rabbitmq: 'up', progress: 'ok', dlq: 'ok' },
-      false,
+      'down',
       { rabbitmq: 'up', mysql: 'down', progress: 'ok', dlq: 'ok' },
+    ],
+    // The database answers, but its writes fail (INSERT revoked, read_only, no table).
+    [
+      { rabbitmq: 'up', progress: 'ok', dlq: 'ok' },
+      'failing',
+      { rabbitmq: 'up', mysql: 'failing', progress: 'ok', dlq: 'ok' },
     ],
     [
       { rabbitmq: 'down', progress: 'ok', dlq: 'ok' },
-      false,
+      'down',
       { rabbitmq: 'down', mysql: 'down', progress: 'ok', dlq: 'ok' },
     ],
     [
       { rabbitmq: 'up', progress: 'stalled', dlq: 'ok' },
-      true,
+      'up',
       { rabbitmq: 'up', mysql: 'up', progress: 'stalled', dlq: 'ok' },
     ],
     [
       { rabbitmq: 'up', progress: 'ok', dlq: 'refusing' },
-      true,
+      'up',
       { rabbitmq: 'up', mysql: 'up', progress: 'ok', dlq: 'refusing' },
     ],
-  ] as const)('is 503 naming the failing check (%j, database answers: %s)', async (worker, db, checks) => {
+  ] as const)('is 503 naming the failing check (%j, database: %s)', async (worker, db, checks) => {
     const res = await healthWith(worker, db)
     expect(res.statusCode).toBe(503)
     expect(res.json()).toEqual({ status: 'unhealthy', checks })

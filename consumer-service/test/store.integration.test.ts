@@ -3,8 +3,8 @@ import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino } from 'pino'
-import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
-import { Store, type Row } from '../src/store.js'
+import { connectDatabase, createTestDatabase, createTestUser, database } from '../../test-support/database.js'
+import { Store, TransientStoreError, type Row } from '../src/store.js'
 
 let db: Awaited<ReturnType<typeof createTestDatabase>>
 let store: Store
@@ -85,5 +85,128 @@ describe('Store', () => {
     )
     await connection.end()
     expect(rows.map((r) => r.event_id)).toEqual([...ids].sort())
+  })
+
+  it('is ready only when a write would succeed: not while INSERT is revoked or read_only, though it answers', async () => {
+    const user = await createTestUser()
+    const own = new Store({ ...database, ...user, database: db.name, logger: pino({ level: 'silent' }) })
+    const admin = await connectDatabase()
+    try {
+      await store.applySchema()
+      await user.grant(`GRANT SELECT, UPDATE, CREATE ON \`${db.name}\`.* TO ??`)
+      await user.grant(`GRANT INSERT ON \`${db.name}\`.user_activities TO ??`)
+      await own.prepare() // the first time: the schema
+      await own.prepare()
+
+      await user.grant(`REVOKE INSERT ON \`${db.name}\`.user_activities FROM ??`)
+      expect(await own.ping()).toBe(true)
+      await expect(own.prepare()).rejects.toThrow(/INSERT command denied/)
+      await expect(own.insert([row()], (r) => r)).rejects.toBeInstanceOf(TransientStoreError)
+      expect(await own.health()).toBe('failing')
+      await user.grant(`GRANT INSERT ON \`${db.name}\`.user_activities TO ??`)
+      await own.prepare()
+      expect(await own.health()).toBe('up')
+
+      // Root bypasses read_only, so the other users of this server are not affected; short.
+      try {
+        await admin.query('SET GLOBAL read_only = 1')
+        expect(await own.ping()).toBe(true)
+        await expect(own.prepare()).rejects.toThrow(/read-only|read_only/i)
+        expect(await own.health()).toBe('failing')
+      } finally {
+        await admin.query('SET GLOBAL read_only = 0')
+      }
+      expect((await own.insert([row()], (r) => r)).inserted).toBe(1)
+      expect(await own.health()).toBe('up')
+    } finally {
+      await admin.query('SET GLOBAL read_only = 0')
+      await admin.end()
+      await own.close()
+      await user.drop()
+    }
+  })
+
+  it('sees a grant restored at database level without a restart: refused connections are replaced', async () => {
+    const user = await createTestUser()
+    const own = new Store({ ...database, ...user, database: db.name, logger: pino({ level: 'silent' }) })
+    try {
+      await store.applySchema()
+      await user.grant(`GRANT SELECT, UPDATE, CREATE ON \`${db.name}\`.* TO ??`)
+      await expect(own.insert([row()], (r) => r)).rejects.toThrow(/INSERT command denied/)
+      // MariaDB and MySQL apply a database-level grant to a session at its next USE only.
+      await user.grant(`GRANT INSERT ON \`${db.name}\`.* TO ??`)
+      expect((await own.insert([row()], (r) => r)).inserted).toBe(1)
+    } finally {
+      await own.close()
+      await user.drop()
+    }
+  })
+
+  it('creates a dropped or renamed-away table again, and the retried insert is stored', async () => {
+    const own = new Store({ ...database, database: db.name, logger: pino({ level: 'silent' }), schemaRetryMs: 200 })
+    const admin = await connectDatabase(db.name)
+    const retried = async (r: Row) => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await own.insert([r], (x) => x)
+        } catch (err) {
+          if (!(err instanceof TransientStoreError) || attempt >= 20) throw err
+          await new Promise((resolve) => setTimeout(resolve, 250))
+        }
+      }
+    }
+    try {
+      await own.prepare()
+      // Gone while the worker waits to consume: the probe, not an INSERT, finds it missing.
+      await admin.query('DROP TABLE user_activities')
+      await own.prepare()
+      const [tables] = await admin.query<RowDataPacket[]>("SHOW TABLES LIKE 'user_activities'")
+      expect(tables).toHaveLength(1)
+
+      await admin.query('DROP TABLE user_activities')
+      const first = row()
+      expect((await retried(first)).inserted).toBe(1)
+      await admin.query('RENAME TABLE user_activities TO user_activities_away')
+      const second = row()
+      expect((await retried(second)).inserted).toBe(1)
+      const [rows] = await admin.query<RowDataPacket[]>('SELECT event_id FROM user_activities')
+      expect(rows.map((r) => r.event_id)).toEqual([second[0]])
+      expect(await own.health()).toBe('up')
+    } finally {
+      await admin.query('DROP TABLE IF EXISTS user_activities_away')
+      await admin.end()
+      await own.close()
+    }
+  })
+
+  it("stores a row refused as too large once the server's max_allowed_packet is raised, without a restart", async () => {
+    const admin = await connectDatabase()
+    const [[limit]] = (await admin.query('SELECT @@GLOBAL.max_allowed_packet AS bytes')) as unknown as [
+      { bytes: number }[],
+    ]
+    const original = Number(limit?.bytes)
+    let own: Store | undefined
+    try {
+      await store.applySchema()
+      // Set before the store connects: its sessions take the lowered limit.
+      await admin.query('SET GLOBAL max_allowed_packet = 1048576')
+      own = new Store({ ...database, database: db.name, logger: pino({ level: 'silent' }) })
+      await own.prepare()
+      const small = row()
+      expect((await own.insert([small], (r) => r)).inserted).toBe(1)
+      // 700 KB of quotes: about 2.8 MB of SQL once escaped.
+      const big = row({ 4: JSON.stringify({ quotes: '"'.repeat(700_000) }) })
+      const refused = await own.insert([big], (r) => r)
+      expect(refused.rejected.map((r) => r.err.name)).toEqual(['RowTooLargeError'])
+
+      await admin.query('SET GLOBAL max_allowed_packet = ?', [Math.max(original, 16 * 2 ** 20)])
+      const replayed = await own.insert([big], (r) => r)
+      expect(replayed.rejected.map((r) => r.err.message)).toEqual([])
+      expect(replayed.inserted).toBe(1)
+    } finally {
+      await admin.query('SET GLOBAL max_allowed_packet = ?', [original])
+      await admin.end()
+      await own?.close()
+    }
   })
 })
