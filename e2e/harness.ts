@@ -254,7 +254,7 @@ export function shippedNodeOptions(service: 'producer-service' | 'consumer-servi
   const pkg = JSON.parse(readFileSync(new URL(`../${service}/package.json`, import.meta.url), 'utf8')) as {
     scripts: { start: string }
   }
-  return (pkg.scripts.start.match(/--max-old-space-size=\d+/g) ?? []).join(' ')
+  return (pkg.scripts.start.match(/--max-(old|semi)-space-size=\d+/g) ?? []).join(' ')
 }
 
 export function event(i: number) {
