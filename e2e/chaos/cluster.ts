@@ -133,6 +133,8 @@ export class Cluster {
   /** Time zero of the log lines and the schedule: reset when the schedule starts. */
   t0 = Date.now()
   stopping = false
+  /** Letters the schedule's dlq-deleted took off the DLQ before deleting it (by messageId). */
+  readonly lettersRemoved = new Set<string>()
   #sampler: NodeJS.Timeout | undefined
 
   private constructor(
