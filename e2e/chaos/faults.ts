@@ -109,6 +109,37 @@ function processFaults(kind: 'consumer' | 'producer'): Fault[] {
   if (kind === 'consumer') {
     faults.push({
       ...base,
+      name: 'consumer-crash-loop',
+      // A crash loop: SIGKILL as soon as it holds deliveries, started again, over and over;
+      // each crash adds a delivery to every message it held (the quorum queue's limit is 20).
+      seconds: [20, 40],
+      apply: async (c, t) => {
+        const s = service(c, t)
+        const loop = { healed: false, crashes: 0, done: Promise.resolve() }
+        loop.done = (async () => {
+          for (let i = 0; i < 1000 && !loop.healed; i++) {
+            if (!s.alive) await s.start()
+            const deadline = Date.now() + 5000
+            while (Date.now() < deadline && !loop.healed && !((await s.inHand().catch(() => 0)) > 0)) {
+              await new Promise((r) => setTimeout(r, 100))
+            }
+            if (loop.healed) break
+            s.expectedExit = 'SIGKILL'
+            await s.process?.stop('SIGKILL')
+            loop.crashes++
+          }
+        })()
+        return loop
+      },
+      heal: async (c, t, state) => {
+        const loop = state as { healed: boolean; done: Promise<void> }
+        loop.healed = true
+        await loop.done
+        await restart(c, t)
+      },
+    })
+    faults.push({
+      ...base,
       name: 'consumer-stop',
       apply: async (c, t) => service(c, t).process?.child.kill('SIGSTOP'),
       heal: async (c, t) => void service(c, t).process?.child.kill('SIGCONT'),
