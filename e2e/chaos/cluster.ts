@@ -135,6 +135,8 @@ export class Cluster {
   stopping = false
   /** Letters the schedule's dlq-deleted took off the DLQ before deleting it (by messageId). */
   readonly lettersRemoved = new Set<string>()
+  /** Letters it deleted with the queue, unread (they came in after the reading). */
+  lettersRemovedUnseen = 0
   #sampler: NodeJS.Timeout | undefined
 
   private constructor(
