@@ -137,6 +137,8 @@ export class Cluster {
   readonly lettersRemoved = new Set<string>()
   /** Letters it deleted with the queue, unread (they came in after the reading). */
   lettersRemovedUnseen = 0
+  /** Publishes that many poison messages (the load sets it): a DLQ worth replaying. */
+  poisonBurst: (count: number) => Promise<void> = async () => undefined
   #sampler: NodeJS.Timeout | undefined
 
   private constructor(

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { topologyFor } from 'event-contract'
+import { waitFor } from '../../test-support/index.js'
 import { QUEUE, type Cluster, type Service } from './cluster.js'
 
 const dlqMain = fileURLToPath(new URL('../../consumer-service/dist/dlq.js', import.meta.url))
@@ -159,16 +160,31 @@ async function killSessions(c: Cluster): Promise<void> {
   for (const row of rows) await c.mariadb.sql(`KILL CONNECTION ${Number(row.Id)}`).catch(() => undefined)
 }
 
+/** DESIGN: a database that refuses writes is not "up": each consumer's /health must say 503 within 10 s. */
+const HEALTH_BOUND_MS = 10_000
+function expectUnhealthy(c: Cluster, fault: string): void {
+  void (async () => {
+    const deadline = Date.now() + HEALTH_BOUND_MS
+    const pending = new Set(c.consumers.filter((s) => s.alive))
+    while (pending.size && Date.now() < deadline) {
+      for (const s of [...pending]) if (!s.alive || !(await s.healthy())) pending.delete(s)
+      await new Promise((r) => setTimeout(r, 500))
+    }
+    for (const s of pending) c.incident(s.name, `/health still 200 ${HEALTH_BOUND_MS / 1000} s into ${fault}`, '')
+  })()
+}
+
 const databaseFaults: Fault[] = [
   {
     name: 'db-revoke',
     targets: fixed('mariadb'),
     resource: () => 'db-grants',
-    seconds: [3, 20],
+    seconds: [12, 25],
     // MariaDB applies a database-level grant to a session at its next USE: the sessions go, as a DBA would end them.
     apply: async (c) => {
       await c.mariadb.sql(`REVOKE INSERT ON ${c.mariadb.database}.* FROM ${svc(c)}`)
       await killSessions(c)
+      expectUnhealthy(c, 'db-revoke')
     },
     heal: async (c) => void (await c.mariadb.sql(`GRANT INSERT ON ${c.mariadb.database}.* TO ${svc(c)}`)),
   },
@@ -176,18 +192,22 @@ const databaseFaults: Fault[] = [
     name: 'db-read-only',
     targets: fixed('mariadb'),
     resource: () => 'db-read-only',
-    seconds: [3, 20],
-    apply: async (c) => c.mariadb.sql('SET GLOBAL read_only = 1'),
+    seconds: [12, 25],
+    apply: async (c) => {
+      await c.mariadb.sql('SET GLOBAL read_only = 1')
+      expectUnhealthy(c, 'db-read-only')
+    },
     heal: async (c) => void (await c.mariadb.sql('SET GLOBAL read_only = 0')),
   },
   {
     name: 'table-renamed',
     targets: fixed('mariadb'),
     resource: () => 'db-table',
-    seconds: [3, 20],
+    seconds: [12, 25],
     apply: async (c) => {
       const away = `user_activities_away_${Date.now()}`
       await c.mariadb.sql(`RENAME TABLE ${c.mariadb.database}.user_activities TO ${c.mariadb.database}.${away}`)
+      expectUnhealthy(c, 'table-renamed')
       return away
     },
     heal: async (c, _t, away) => {
@@ -298,7 +318,7 @@ const brokerFaults: Fault[] = [
     name: 'redis-stall',
     targets: fixed('redis'),
     resource: () => 'redis',
-    seconds: [2, 12],
+    seconds: [5, 20],
     apply: async (c) => c.redis.child?.kill('SIGSTOP'),
     heal: async (c) => void c.redis.child?.kill('SIGCONT'),
   },
@@ -346,7 +366,17 @@ const dlqReplay: Fault = {
   targets: fixed('operator'),
   resource: () => 'dlq-replay',
   seconds: [1, 2],
+  // A thousand letters first: letters that fail again must not come round (a replay takes the
+  // letters present when it starts, once each).
   apply: async (c) => {
+    await c.poisonBurst(1000)
+    await waitFor(async () => ((await dlqDepth(c)) ?? 0) >= 900, {
+      timeoutMs: 30_000,
+      intervalMs: 500,
+      what: 'letters in the DLQ',
+    }).catch(
+      () => undefined, // fewer letters (the DLQ is full, deleted, or the consumers are slow): replay what there is
+    )
     const child = spawn(process.execPath, [dlqMain, 'replay'], {
       env: {
         PATH: process.env.PATH,
@@ -378,6 +408,10 @@ const dlqReplay: Fault = {
       await exited
     }
   },
+}
+
+async function dlqDepth(c: Cluster): Promise<number | undefined> {
+  return withChannel(c, async (ch) => (await ch.checkQueue(DLQ)).messageCount).catch(() => undefined)
 }
 
 async function withChannel<T>(c: Cluster, use: (ch: import('amqplib').Channel) => Promise<T>): Promise<T> {

@@ -1,7 +1,7 @@
 // The promise as invariants, checked once every fault is healed and the load has stopped.
 import { waitFor } from '../../test-support/index.js'
 import { QUEUE, RSS_BOUND, type Cluster } from './cluster.js'
-import type { LoadRecord } from './load.js'
+import { REQUEST_BOUND_MS, type LoadRecord } from './load.js'
 
 /** After healing, the backlog must drain within this, without a restart. */
 export const DRAIN_BOUND_MS = 120_000
@@ -130,8 +130,9 @@ export async function checkInvariants(cluster: Cluster, load: LoadRecord, drainS
     `DLQ: ${letters.length} letters, ${found.size} distinct, ${duplicates} duplicates (a kill between a letter's confirm and the ack)`,
   )
 
-  // 4. No process died unless the schedule killed it; every SIGTERM'd one exited 0 in time.
-  for (const i of cluster.incidents) failures.push(`processes: ${i.service} ${i.what} at ${i.at.toFixed(1)} s`)
+  // 4. No process died unless the schedule killed it; every SIGTERM'd one exited 0 in time; and
+  // what the faults saw go wrong (a health check that stayed 200, a replay that did not end).
+  for (const i of cluster.incidents) failures.push(`incident: ${i.service} ${i.what} at ${i.at.toFixed(1)} s`)
 
   // 5. Memory: every RSS sample under its bound.
   for (const s of cluster.services) {
@@ -144,7 +145,7 @@ export async function checkInvariants(cluster: Cluster, load: LoadRecord, drainS
   if (load.hung.length) {
     const first = load.hung[0]!
     failures.push(
-      `requests: ${load.hung.length} unanswered after 15 s (first at ${first.at.toFixed(1)} s on ${first.producer} ${first.path})`,
+      `requests: ${load.hung.length} unanswered after ${REQUEST_BOUND_MS / 1000} s (first at ${first.at.toFixed(1)} s on ${first.producer} ${first.path})`,
     )
   }
   if (load.refused.length)

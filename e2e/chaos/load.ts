@@ -1,12 +1,12 @@
 // The soak's load: clients that retry with the same event_id until a 202, and a poison trickle
 // published straight to the queue. Both record what the verdict is checked against.
 import { randomUUID } from 'node:crypto'
-import type { ConfirmChannel } from 'amqplib'
+import type { ChannelModel, ConfirmChannel } from 'amqplib'
 import { BATCH_MESSAGE_TYPE, MESSAGE_TYPE } from 'event-contract'
 import { QUEUE, type Cluster } from './cluster.js'
 
 /** A request unanswered this long is hung (DESIGN: a dependency down is a 500 within seconds). */
-export const REQUEST_BOUND_MS = 15_000
+export const REQUEST_BOUND_MS = 10_000
 const BACKOFF_CAP_MS = 5000
 
 export interface LoadRecord {
@@ -55,7 +55,9 @@ export class Load {
   #next = 0
   #workers: Promise<void>[] = []
 
-  constructor(readonly cluster: Cluster) {}
+  constructor(readonly cluster: Cluster) {
+    cluster.poisonBurst = (count) => this.poisonBurst(count)
+  }
 
   /** ~150 events/s on /track (16 clients), ~10 batches/s of 1 to 200 events (4 clients), 1 poison/2 s. */
   start(): void {
@@ -136,62 +138,81 @@ export class Load {
     this.record.statuses.set(status, (this.record.statuses.get(status) ?? 0) + 1)
   }
 
-  /** Not JSON, JSON that is no event, and batches with one bad event among good ones. */
+  /** One poison every 2 s while the load runs. */
   async #poison(): Promise<void> {
-    let channel: ConfirmChannel | undefined
-    let connection: Awaited<ReturnType<Cluster['rabbit']['connect']>> | undefined
     for (let n = 0; this.#making && n < 100_000; n++) {
       await sleep(2000)
-      const id = randomUUID()
-      const kind = n % 3
-      let content: Buffer
-      let type: string = MESSAGE_TYPE
-      let letter = id
-      let good: string[] = []
-      if (kind === 0) content = Buffer.from(`not json ${id} {`)
-      else if (kind === 1) content = Buffer.from(JSON.stringify({ hello: 'not an event', id }))
-      else {
-        const events = Array.from({ length: 5 }, () => ({
-          ...event(Math.random),
-          received_at: new Date().toISOString(),
-        }))
-        const bad = { ...events[2]!, user_id: -1 }
-        events[2] = bad
-        letter = bad.event_id
-        good = events.filter((e) => e !== bad).map((e) => e.event_id)
-        content = Buffer.from(JSON.stringify({ events }))
-        type = BATCH_MESSAGE_TYPE
-      }
-      try {
-        if (!channel) {
-          connection = await this.cluster.rabbit.connect()
-          connection.on('error', () => undefined) // a stop_app closes it: the next poison reconnects
-          channel = await connection.createConfirmChannel()
-          channel.on('error', () => undefined)
-          channel.on('close', () => (channel = undefined))
-        }
-        const ch = channel
-        this.record.maybePoison.add(letter)
-        await Promise.race([
-          new Promise<void>((resolve, reject) =>
-            ch.sendToQueue(
-              QUEUE,
-              content,
-              { persistent: true, messageId: id, type, contentType: 'application/json' },
-              (err) => (err ? reject(err) : resolve()),
-            ),
-          ),
-          sleep(5000).then(() => Promise.reject(new Error('no confirm within 5 s'))),
-        ])
-        this.record.maybePoison.delete(letter)
-        this.record.poison.add(letter)
-        for (const g of good) this.record.accepted.add(g)
-      } catch {
-        // Unconfirmed: it stays a "maybe"; a new connection for the next one.
-        channel = undefined
-        await connection?.close().catch(() => undefined)
-      }
+      await this.publishPoison(n % 3)
     }
-    await connection?.close().catch(() => undefined)
+    await this.#poisonConnection?.close().catch(() => undefined)
+  }
+
+  /** `count` poison messages at once (a DLQ worth replaying), 50 awaiting confirms at a time. */
+  async poisonBurst(count: number): Promise<void> {
+    for (let i = 0; i < count; i += 50) {
+      await Promise.all(Array.from({ length: Math.min(50, count - i) }, (_, j) => this.publishPoison((i + j) % 3)))
+    }
+  }
+
+  #poisonChannel: Promise<ConfirmChannel> | undefined
+  #poisonConnection: ChannelModel | undefined
+
+  #channel(): Promise<ConfirmChannel> {
+    this.#poisonChannel ??= (async () => {
+      const connection = await this.cluster.rabbit.connect()
+      this.#poisonConnection = connection
+      connection.on('error', () => undefined) // a stop_app closes it: the next poison reconnects
+      const channel = await connection.createConfirmChannel()
+      channel.on('error', () => undefined)
+      channel.on('close', () => (this.#poisonChannel = undefined))
+      return channel
+    })()
+    return this.#poisonChannel
+  }
+
+  /**
+   * Publishes one poison message with a confirm, of `kind` 0 (not JSON), 1 (JSON that is no
+   * event) or 2 (a batch message with one bad event among four good ones), and records it.
+   */
+  async publishPoison(kind: number): Promise<void> {
+    const id = randomUUID()
+    let content: Buffer
+    let type: string = MESSAGE_TYPE
+    let letter = id
+    let good: string[] = []
+    if (kind === 0) content = Buffer.from(`not json ${id} {`)
+    else if (kind === 1) content = Buffer.from(JSON.stringify({ hello: 'not an event', id }))
+    else {
+      const events = Array.from({ length: 5 }, () => ({ ...event(Math.random), received_at: new Date().toISOString() }))
+      const bad = { ...events[2]!, user_id: -1 }
+      events[2] = bad
+      letter = bad.event_id
+      good = events.filter((e) => e !== bad).map((e) => e.event_id)
+      content = Buffer.from(JSON.stringify({ events }))
+      type = BATCH_MESSAGE_TYPE
+    }
+    this.record.maybePoison.add(letter)
+    try {
+      const channel = await this.#channel()
+      await Promise.race([
+        new Promise<void>((resolve, reject) =>
+          channel.sendToQueue(
+            QUEUE,
+            content,
+            { persistent: true, messageId: id, type, contentType: 'application/json' },
+            (err) => (err ? reject(err) : resolve()),
+          ),
+        ),
+        sleep(5000).then(() => Promise.reject(new Error('no confirm within 5 s'))),
+      ])
+      this.record.maybePoison.delete(letter)
+      this.record.poison.add(letter)
+      for (const g of good) this.record.accepted.add(g)
+    } catch {
+      // Unconfirmed: it stays a "maybe"; a new connection for the next one.
+      const connection = this.#poisonConnection
+      this.#poisonChannel = undefined
+      await connection?.close().catch(() => undefined)
+    }
   }
 }
