@@ -58,7 +58,9 @@ test(
       const failures = [...faultErrors, ...verdict.failures]
       console.log(`[chaos] ${verdict.notes.join('\n[chaos] ')}`)
       if (failures.length) {
-        const outputs = cluster.incidents.map((i) => `--- ${i.service} at ${i.at.toFixed(1)} s: ${i.what}\n${i.output}`)
+        const outputs = cluster.incidents
+          .filter((i) => i.output)
+          .map((i) => `--- ${i.service} at ${i.at.toFixed(1)} s: ${i.what}\n${i.output}`)
         console.log(
           `[chaos] FAILED, seed ${seed}; replay with: ${replay}\n[chaos] schedule:\n${formatSchedule(played)}\n` +
             `[chaos] failures:\n  ${failures.join('\n  ')}\n${outputs.join('\n')}`,
