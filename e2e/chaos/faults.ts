@@ -23,7 +23,8 @@ export interface Fault {
   seconds: [number, number]
   /** Returns what heal needs; `param` (0 to 1, from the seed) picks a strength where there is one. */
   apply(cluster: Cluster, target: string, param: number): Promise<unknown>
-  heal(cluster: Cluster, target: string, state: unknown): Promise<void>
+  /** May say what it saw (printed with the heal). */
+  heal(cluster: Cluster, target: string, state: unknown): Promise<string | void>
 }
 
 const service = (cluster: Cluster, name: string): Service => {
@@ -133,10 +134,11 @@ function processFaults(kind: 'consumer' | 'producer'): Fault[] {
         return loop
       },
       heal: async (c, t, state) => {
-        const loop = state as { healed: boolean; done: Promise<void> }
+        const loop = state as { healed: boolean; crashes: number; done: Promise<void> }
         loop.healed = true
         await loop.done
         await restart(c, t)
+        return `${loop.crashes} crashes`
       },
     })
     faults.push({
@@ -406,7 +408,9 @@ const dlqReplay: Fault = {
       c.incident('dlq replay', `did not end within ${REPLAY_BOUND_MS} ms`, output())
       child.kill('SIGKILL')
       await exited
+      return 'killed'
     }
+    return `exit ${code} after ${Date.now() - started} ms: ${output().trim().split('\n').at(-1)}`
   },
 }
 

@@ -66,9 +66,9 @@ export async function play(entries: Entry[], cluster: Cluster, started = Date.no
   const played: Played[] = entries.map((entry) => ({ entry }))
   const sleepUntil = (second: number) =>
     new Promise((r) => setTimeout(r, Math.max(0, started + second * 1000 - Date.now())))
-  const log = (what: string, p: Played) =>
+  const log = (what: string, p: Played, detail?: string) =>
     console.log(
-      `[chaos ${cluster.elapsed().toFixed(1)}s] ${what} ${p.entry.fault.name} ${p.entry.target}${p.error ? `: ${p.error}` : ''}`,
+      `[chaos ${cluster.elapsed().toFixed(1)}s] ${what} ${p.entry.fault.name} ${p.entry.target}${detail ? ` (${detail})` : ''}${p.error ? `: ${p.error}` : ''}`,
     )
   await Promise.all(
     played.map(async (p) => {
@@ -88,9 +88,9 @@ export async function play(entries: Entry[], cluster: Cluster, started = Date.no
         }
         await sleepUntil(at + seconds)
         try {
-          await fault.heal(cluster, target, state)
+          const detail = await fault.heal(cluster, target, state)
           p.healedAt = cluster.elapsed()
-          log('heal', p)
+          log('heal', p, detail || undefined)
         } catch (err) {
           p.error = `${p.error ?? ''} heal failed: ${(err as Error).message.split('\n')[0]}`.trim()
           log('heal', p)
