@@ -9,7 +9,7 @@ import { QUEUE, type Cluster, type Service } from './cluster.js'
 const dlqMain = fileURLToPath(new URL('../../consumer-service/dist/dlq.js', import.meta.url))
 const DLQ = `${QUEUE}.dlq`
 /** `npm run dlq -- replay` must end within this, letters failing again or not. */
-export const REPLAY_BOUND_MS = 60_000
+export const REPLAY_BOUND_MS = 30_000
 /** A consumer or producer asked to stop must exit 0 within this (DESIGN: 10 s). */
 const TERM_BOUND_MS = 10_000
 
