@@ -4,7 +4,7 @@
 import { randomInt } from 'node:crypto'
 import { expect, test } from 'vitest'
 import { Cluster } from './cluster.js'
-import { VOCABULARY } from './faults.js'
+import { VOCABULARY } from './vocabulary.js'
 import { checkInvariants, DRAIN_BOUND_MS } from './invariants.js'
 import { Load } from './load.js'
 import { drawSchedule, formatSchedule, play, type Played } from './schedule.js'
