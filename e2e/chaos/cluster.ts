@@ -139,6 +139,8 @@ export class Cluster {
   lettersRemovedUnseen = 0
   /** Publishes that many poison messages (the load sets it): a DLQ worth replaying. */
   poisonBurst: (count: number) => Promise<void> = async () => undefined
+  /** Publishes that many batch messages of 1,000 events of about 1 KB (the load sets it). */
+  batchBurst: (count: number) => Promise<void> = async () => undefined
   #sampler: NodeJS.Timeout | undefined
 
   private constructor(

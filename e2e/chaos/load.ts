@@ -57,6 +57,7 @@ export class Load {
 
   constructor(readonly cluster: Cluster) {
     cluster.poisonBurst = (count) => this.poisonBurst(count)
+    cluster.batchBurst = (count) => this.batchBurst(count)
   }
 
   /** ~150 events/s on /track (16 clients), ~10 batches/s of 1 to 200 events (4 clients), 1 poison/2 s. */
@@ -154,6 +155,46 @@ export class Load {
     }
   }
 
+  /**
+   * `count` batch messages of 1,000 good events of about 1 KB, straight to the queue as a
+   * producer publishes them: the queue turning from single events to big batches at once.
+   */
+  async batchBurst(count: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const events = Array.from({ length: 1000 }, () => ({
+        ...event(Math.random),
+        metadata: { page_url: '/burst', pad: 'b'.repeat(900) },
+        received_at: new Date().toISOString(),
+      }))
+      const confirmed = await this.#publish(Buffer.from(JSON.stringify({ events })), randomUUID(), BATCH_MESSAGE_TYPE)
+      if (confirmed) for (const e of events) this.record.accepted.add(e.event_id)
+    }
+  }
+
+  /** One message with a confirm (5 s at most); false when none came (a new connection next time). */
+  async #publish(content: Buffer, messageId: string, type: string): Promise<boolean> {
+    try {
+      const channel = await this.#channel()
+      await Promise.race([
+        new Promise<void>((resolve, reject) =>
+          channel.sendToQueue(
+            QUEUE,
+            content,
+            { persistent: true, messageId, type, contentType: 'application/json' },
+            (err) => (err ? reject(err) : resolve()),
+          ),
+        ),
+        sleep(5000).then(() => Promise.reject(new Error('no confirm within 5 s'))),
+      ])
+      return true
+    } catch {
+      const connection = this.#poisonConnection
+      this.#poisonChannel = undefined
+      await connection?.close().catch(() => undefined)
+      return false
+    }
+  }
+
   #poisonChannel: Promise<ConfirmChannel> | undefined
   #poisonConnection: ChannelModel | undefined
 
@@ -192,27 +233,10 @@ export class Load {
       type = BATCH_MESSAGE_TYPE
     }
     this.record.maybePoison.add(letter)
-    try {
-      const channel = await this.#channel()
-      await Promise.race([
-        new Promise<void>((resolve, reject) =>
-          channel.sendToQueue(
-            QUEUE,
-            content,
-            { persistent: true, messageId: id, type, contentType: 'application/json' },
-            (err) => (err ? reject(err) : resolve()),
-          ),
-        ),
-        sleep(5000).then(() => Promise.reject(new Error('no confirm within 5 s'))),
-      ])
-      this.record.maybePoison.delete(letter)
-      this.record.poison.add(letter)
-      for (const g of good) this.record.accepted.add(g)
-    } catch {
-      // Unconfirmed: it stays a "maybe"; a new connection for the next one.
-      const connection = this.#poisonConnection
-      this.#poisonChannel = undefined
-      await connection?.close().catch(() => undefined)
-    }
+    // Unconfirmed, it stays a "maybe": it may or may not be on the queue.
+    if (!(await this.#publish(content, id, type))) return
+    this.record.maybePoison.delete(letter)
+    this.record.poison.add(letter)
+    for (const g of good) this.record.accepted.add(g)
   }
 }

@@ -222,6 +222,16 @@ export const slowClients: Fault = {
   },
 }
 
+/** 60 batch messages of 1,000 events of about 1 KB at once: the consumers' heap must hold. */
+export const batchBurst: Fault = {
+  name: 'batch-burst',
+  targets: fixed(QUEUE),
+  resource: () => 'batch-burst',
+  seconds: [1, 2],
+  apply: async (c) => c.batchBurst(60),
+  heal: async () => undefined,
+}
+
 /** An operator's `npm run dlq -- replay`, against the soak's broker; it must end on its own. */
 export const dlqReplay: Fault = {
   name: 'dlq-replay',

@@ -1,6 +1,6 @@
 // The soak's fault vocabulary: every fault a schedule may draw (CHAOS_FAULTS picks from it).
 import { all, consumers, linkFaults, processFaults, type Fault } from './faults.js'
-import { brokerFaults, databaseFaults, dlqReplay, slowClients } from './server-faults.js'
+import { batchBurst, brokerFaults, databaseFaults, dlqReplay, slowClients } from './server-faults.js'
 
 export const VOCABULARY: Fault[] = [
   ...linkFaults('broker', all),
@@ -11,4 +11,5 @@ export const VOCABULARY: Fault[] = [
   ...brokerFaults,
   slowClients,
   dlqReplay,
+  batchBurst,
 ]
