@@ -108,7 +108,7 @@ export function formatSchedule(played: Played[]): string {
     const when = `${entry.at.toFixed(1).padStart(6)}s`
     const ran =
       appliedAt === undefined ? '' : ` (applied ${appliedAt.toFixed(1)}s, healed ${healedAt?.toFixed(1) ?? '-'}s)`
-    return `${when}  ${entry.fault.name.padEnd(16)} ${entry.target.padEnd(20)} ${entry.seconds.toFixed(1).padStart(5)}s${ran}${error ? `  ${error}` : ''}`
+    return `${when}  ${entry.fault.name.padEnd(20)} ${entry.target.padEnd(20)} ${entry.seconds.toFixed(1).padStart(5)}s${ran}${error ? `  ${error}` : ''}`
   })
-  return ['  time  fault            target               length', ...lines].join('\n')
+  return ['  time  fault                target               length', ...lines].join('\n')
 }
