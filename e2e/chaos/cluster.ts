@@ -91,8 +91,9 @@ export class Service {
       if (this.expectedExit === 'SIGKILL') return
       if (this.expectedExit === 'SIGTERM' && code === 0) return
       c.incident(this.name, `exited unexpectedly (code ${code}, signal ${signal})`, started.output())
-      // Keep the soak going: a dead service proves nothing more, a restarted one may.
-      if (!c.stopping)
+      // Keep the soak going: a dead service proves nothing more, a restarted one may. Not when
+      // the broker is gone too: the soak itself is being killed, and a restart would be an orphan.
+      if (!c.stopping && c.rabbit.alive)
         setTimeout(() => void this.start().catch((err) => c.incident(this.name, `restart failed: ${err}`, '')), 1000)
     })
   }
