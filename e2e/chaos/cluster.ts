@@ -1,11 +1,20 @@
 // The soak's world: private servers, two producers and two consumers each behind its own
 // proxies, a supervisor that restarts what the schedule killed, and the samples the verdict needs.
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { TcpProxy, metricValue, waitFor } from '../../test-support/index.js'
 import { freePort, rssBytes, spawnService, type ServiceProcess } from '../../test-support/process.js'
 import { PrivateMariadb, PrivateRabbit, PrivateRedis } from '../../test-support/private-servers.js'
 
 const producerMain = fileURLToPath(new URL('../../producer-service/dist/main.js', import.meta.url))
+/** The node flags a service's `npm start` runs it with (its heap cap, as shipped). */
+function shippedFlags(service: 'producer' | 'consumer'): string {
+  const manifest = fileURLToPath(new URL(`../../${service}-service/package.json`, import.meta.url))
+  const start = (JSON.parse(readFileSync(manifest, 'utf8')) as { scripts?: { start?: string } }).scripts?.start ?? ''
+  const match = /^node((?: --[\w-]+(?:=\S+)?)*) dist\/main\.js$/.exec(start)
+  if (!match) throw new Error(`${manifest}: start script "${start}" is not "node [flags] dist/main.js"`)
+  return (match[1] ?? '').trim()
+}
 const consumerMain = fileURLToPath(new URL('../../consumer-service/dist/main.js', import.meta.url))
 
 export const QUEUE = 'chaos_events'
@@ -65,6 +74,7 @@ export class Service {
       this.kind === 'producer'
         ? {
             ...broker,
+            NODE_OPTIONS: shippedFlags('producer'),
             HOST: '127.0.0.1',
             PORT: String(this.port),
             RATE_LIMIT_MAX: '10000000',
@@ -72,8 +82,7 @@ export class Service {
           }
         : {
             ...broker,
-            // As the image and `npm start` run it.
-            NODE_OPTIONS: '--max-old-space-size=128',
+            NODE_OPTIONS: shippedFlags('consumer'),
             MYSQL_HOST: '127.0.0.1',
             MYSQL_PORT: String(this.databaseLink?.port),
             MYSQL_USER: c.mariadb.user.user,
