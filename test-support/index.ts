@@ -1,6 +1,7 @@
 // Helpers for the tests that use the real RabbitMQ (names, polling, a TCP proxy); database.ts has MySQL's.
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
+import { Transform } from 'node:stream'
 import amqp, { type ChannelModel } from 'amqplib'
 
 /** Where a server listens. */
@@ -86,7 +87,9 @@ export async function waitFor<T>(
  */
 export class TcpProxy {
   readonly #target: { host: string; port: number }
-  readonly #bytesPerSecond: number | undefined
+  /** Current limits of what clients send (up) and receive (down); undefined: no limit. */
+  #upRate: number | undefined
+  #downRate: number | undefined
   readonly #sockets = new Set<net.Socket>()
   #server: net.Server | undefined
   #frozen = false
@@ -97,7 +100,16 @@ export class TcpProxy {
   /** `bytesPerSecond` throttles what the client sends (a slow or congested broker). */
   constructor(target: { host: string; port: number }, { bytesPerSecond }: { bytesPerSecond?: number } = {}) {
     this.#target = target
-    this.#bytesPerSecond = bytesPerSecond
+    this.#upRate = bytesPerSecond
+  }
+
+  /**
+   * Changes the throttle at run time, for open connections too: what clients send, and with
+   * `downstream` also what they receive; undefined lifts it.
+   */
+  throttle(bytesPerSecond: number | undefined, { downstream = false }: { downstream?: boolean } = {}): void {
+    this.#upRate = bytesPerSecond
+    if (downstream) this.#downRate = bytesPerSecond
   }
 
   async start(): Promise<this> {
@@ -117,9 +129,8 @@ export class TcpProxy {
         upstream.pause()
         return
       }
-      upstream.pipe(client)
-      if (this.#bytesPerSecond) throttle(client, upstream, this.#bytesPerSecond)
-      else client.pipe(upstream)
+      upstream.pipe(gate(() => this.#downRate)).pipe(client)
+      client.pipe(gate(() => this.#upRate)).pipe(upstream)
     })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -165,14 +176,19 @@ export class TcpProxy {
   }
 }
 
-/** Forwards `from` to `to` at most `bytesPerSecond`; TCP backpressure then slows the sender. */
-function throttle(from: net.Socket, to: net.Socket, bytesPerSecond: number): void {
-  from.on('data', (chunk: Buffer) => {
-    from.pause()
-    to.write(chunk)
-    setTimeout(() => from.resume(), (chunk.length / bytesPerSecond) * 1000)
+/**
+ * Passes chunks on at most `rate()` bytes per second (read per chunk, so it can change while a
+ * connection is open); the stream's backpressure then slows the sender.
+ */
+function gate(rate: () => number | undefined): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      const bytesPerSecond = rate()
+      if (!bytesPerSecond) return done(null, chunk)
+      this.push(chunk)
+      setTimeout(done, (chunk.length / bytesPerSecond) * 1000)
+    },
   })
-  from.on('end', () => to.end())
 }
 
 /**
