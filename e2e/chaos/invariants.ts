@@ -78,6 +78,10 @@ export async function checkInvariants(cluster: Cluster, load: LoadRecord, drainS
     notes.push(`drained ${((Date.now() - drainStarted) / 1000).toFixed(0)} s after the last heal`)
   } catch {
     failures.push(`drain: not drained ${DRAIN_BOUND_MS / 1000} s after the load stopped: ${state}`)
+    // What the consumers said last: why they hold what they hold.
+    for (const consumer of cluster.consumers) {
+      cluster.incident(consumer.name, 'its last words, not drained', consumer.process?.output() ?? '')
+    }
     stored = await storedIds(cluster)
   }
   const missing = [...accepted].filter((id) => !stored.has(id))
