@@ -246,7 +246,9 @@ export async function buildApp({
         )
     }
     const statusCode = 'statusCode' in err && typeof err.statusCode === 'number' ? err.statusCode : 500
-    if (statusCode >= 400 && statusCode < 500) {
+    // A 400 takes the validation shape the routes document (a list of details); other 4xx a string.
+    if (statusCode === 400) return bodyError(err.message, 'value_error')
+    if (statusCode > 400 && statusCode < 500) {
       return reply.code(statusCode).send({ detail: err.message, message: 'Bad request' })
     }
     request.log.error({ err }, 'request failed')

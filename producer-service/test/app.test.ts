@@ -195,6 +195,17 @@ describe('POST /api/v1/events/track', () => {
     expect(publisher.published).toEqual([])
   })
 
+  it('answers 400 in the documented shape for a body shorter than its Content-Length, not 500', async () => {
+    // Fastify's own 400 (FST_ERR_CTP_INVALID_CONTENT_LENGTH) reached the catch-all, which sent
+    // `detail` as a string where the route's 400 schema wants a list: it failed to serialize.
+    const res = await track(JSON.stringify(seed), { 'content-type': 'application/json', 'content-length': '9999' })
+    expect(res.statusCode).toBe(400)
+    expect(res.json()).toEqual({
+      detail: [{ loc: ['body'], msg: expect.any(String), type: 'value_error' }],
+      message: 'Invalid UserActivityEvent payload',
+    })
+  })
+
   it('echoes an upper-case event_id as it is stored: lower-case', async () => {
     const res = await track({ ...seed, event_id: '0190D6E2-4F1A-7CC4-9B43-2F1C8E0A5D11' })
     expect(res.json().event_id).toBe('0190d6e2-4f1a-7cc4-9b43-2f1c8e0a5d11')
