@@ -1,9 +1,13 @@
 // The RabbitMQ connection both services use: amqplib's built-in recovery, and on every
 // (re)connect a fresh channel with the topology declared, handed to the service.
+import { setTimeout } from 'node:timers/promises'
 import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from 'amqplib'
 import type { Logger } from 'pino'
 import { brokerAddresses, brokerConnectOptions, type BrokerConfig } from './config.js'
 import { declareTopology, isPreconditionFailed, topologyFor } from './topology.js'
+
+/** How long close() waits for the broker to answer, at most. */
+const CLOSE_TIMEOUT_MS = 3000
 
 export interface BrokerConnectionOptions<C extends Channel> {
   config: BrokerConfig
@@ -122,8 +126,16 @@ export async function connectBroker<C extends Channel>(options: BrokerConnection
       // amqplib writes connection.close straight to the socket while channel frames may still
       // wait in its buffers: the broker would close first and never see them. A channel's close
       // follows its own frames, and its close-ok comes after the broker has processed them.
-      await current?.close().catch((err: unknown) => logger.debug({ err }, 'RabbitMQ channel already closed'))
-      await connection.close()
+      const closed = (async () => {
+        await current?.close().catch((err: unknown) => logger.debug({ err }, 'RabbitMQ channel already closed'))
+        await connection.close()
+      })()
+      // A broker that never answers (a link frozen, a connection recovering) must not hold a
+      // shutdown past its grace: what was not acknowledged is redelivered anyway.
+      const late = await Promise.race([closed.then(() => false), setTimeout(CLOSE_TIMEOUT_MS, true, { ref: false })])
+      if (!late) return
+      logger.warn({ ms: CLOSE_TIMEOUT_MS }, 'RabbitMQ did not answer the close in time; leaving the connection')
+      closed.catch((err: unknown) => logger.debug({ err }, 'RabbitMQ close failed after it was left'))
     },
   }
 }
