@@ -11,6 +11,8 @@ export interface BatcherOptions<T> {
   sizeOf?: (item: T) => number
   /** What an item counts for against `maxSize` (default 1); one item alone may exceed it. */
   weightOf?: (item: T) => number
+  /** Items per batch at most, whatever they weigh (default: no limit). */
+  maxItems?: number
   /** Must not throw: a batch is the handler's to settle. */
   handle: (batch: T[]) => Promise<void>
 }
@@ -30,6 +32,7 @@ export class Batcher<T> {
       maxBytes: Number.POSITIVE_INFINITY,
       sizeOf: () => 0,
       weightOf: () => 1,
+      maxItems: Number.POSITIVE_INFINITY,
       ...options,
     }
   }
@@ -68,10 +71,11 @@ export class Batcher<T> {
   #pump(force: boolean): void {
     clearTimeout(this.#timer)
     this.#timer = undefined
-    const { concurrency, maxWaitMs, maxSize, maxBytes } = this.#options
+    const { concurrency, maxWaitMs, maxSize, maxBytes, maxItems } = this.#options
     while (this.#running.size < concurrency && this.#items.length > 0) {
       const due = force || Date.now() - this.#oldestAt >= maxWaitMs
-      if (!due && this.#weight < maxSize && this.#bytes < maxBytes) break
+      const full = this.#weight >= maxSize || this.#bytes >= maxBytes || this.#items.length >= maxItems
+      if (!due && !full) break
       const run: Promise<void> = this.#options.handle(this.#take()).finally(() => {
         this.#running.delete(run)
         this.#pump(false)
@@ -85,11 +89,11 @@ export class Batcher<T> {
   }
 
   #take(): T[] {
-    const { maxSize, maxBytes, sizeOf, weightOf } = this.#options
+    const { maxSize, maxBytes, maxItems, sizeOf, weightOf } = this.#options
     let count = 0
     let bytes = 0
     let weight = 0
-    while (count < this.#items.length) {
+    while (count < this.#items.length && count < maxItems) {
       const item = this.#items[count] as T
       const size = sizeOf(item)
       const itemWeight = weightOf(item)

@@ -26,7 +26,7 @@ export const ConfigSchema = Type.Object({
    * single event is at most its BODY_LIMIT_BYTES (64 KiB) plus an envelope. Raise it with that.
    */
   CONSUMER_MAX_MESSAGE_BYTES: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 65 * 1024 }),
-  /** Most rows per INSERT; a batch also closes at a quarter of CONSUMER_PREFETCH (see worker.ts). */
+  /** Most rows per INSERT; a batch also closes at a quarter of the prefetch in messages (see worker.ts). */
   CONSUMER_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 5000, default: 500 }),
   /** Longest a message waits for its batch to fill. */
   CONSUMER_BATCH_WAIT_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 20 }),

@@ -42,6 +42,25 @@ describe('Batcher', () => {
     expect(r.batches).toEqual([[2, 3], [7], [1]])
   })
 
+  it('closes a batch at maxItems items however little they weigh, and at maxSize however few they are', async () => {
+    const r = recorder()
+    const batcher = new Batcher<number>({
+      maxSize: 500,
+      maxItems: 3,
+      maxWaitMs: 1000,
+      weightOf: (n) => n,
+      handle: r.handle,
+    })
+    for (const n of [1, 1, 1, 250, 250, 250, 250]) batcher.push(n)
+    await vi.advanceTimersByTimeAsync(0)
+    // Three light ones make a batch; two messages of 250 rows fill 500 rows.
+    expect(r.batches).toEqual([
+      [1, 1, 1],
+      [250, 250],
+      [250, 250],
+    ])
+  })
+
   it('hands out a partial batch once its oldest item has waited maxWaitMs', async () => {
     const r = recorder()
     const batcher = new Batcher<number>({ maxSize: 10, maxWaitMs: 20, handle: r.handle })
