@@ -147,6 +147,8 @@ export class Cluster {
   readonly lettersRemoved = new Set<string>()
   /** Letters it deleted with the queue, unread (they came in after the reading). */
   lettersRemovedUnseen = 0
+  /** Faults in effect now, as `name target` (the schedule keeps it). */
+  readonly applied = new Set<string>()
   /** Publishes that many poison messages (the load sets it): a DLQ worth replaying. */
   poisonBurst: (count: number) => Promise<void> = async () => undefined
   /** Publishes that many batch messages of 1,000 events of about 1 KB (the load sets it). */

@@ -81,6 +81,7 @@ export async function play(entries: Entry[], cluster: Cluster, started = Date.no
         try {
           state = await fault.apply(cluster, target, param)
           p.appliedAt = cluster.elapsed()
+          cluster.applied.add(`${fault.name} ${target}`)
           log('apply', p)
         } catch (err) {
           p.error = `apply failed: ${(err as Error).message.split('\n')[0]}`
@@ -90,6 +91,7 @@ export async function play(entries: Entry[], cluster: Cluster, started = Date.no
         try {
           const detail = await fault.heal(cluster, target, state)
           p.healedAt = cluster.elapsed()
+          cluster.applied.delete(`${fault.name} ${target}`)
           log('heal', p, detail || undefined)
         } catch (err) {
           p.error = `${p.error ?? ''} heal failed: ${(err as Error).message.split('\n')[0]}`.trim()

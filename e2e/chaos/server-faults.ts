@@ -1,123 +1,15 @@
-// Faults of the servers themselves (the database, the broker, Redis), of clients and of operators.
+// Faults of the broker and Redis, of clients and of operators (database-faults.ts has the database's).
 import { spawn } from 'node:child_process'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { assertTopology, topologyFor } from 'event-contract'
-import { metricValue, waitFor } from '../../test-support/index.js'
-import { QUEUE, type Cluster, type Service } from './cluster.js'
+import { waitFor } from '../../test-support/index.js'
+import { QUEUE } from './cluster.js'
 import { DLQ, dlqDepth, fixed, producers, service, withChannel, type Fault } from './faults.js'
 
 const dlqMain = fileURLToPath(new URL('../../consumer-service/dist/dlq.js', import.meta.url))
 /** `npm run dlq -- replay` must end within this, letters failing again or not. */
 export const REPLAY_BOUND_MS = 30_000
-
-const svc = (c: Cluster) => `'${c.mariadb.user.user}'@'%'`
-
-/** Ends the services' database sessions, so that a database-level change applies to all at once. */
-async function killSessions(c: Cluster): Promise<void> {
-  const rows = await c.mariadb.sql<{ Id: number }[]>(
-    'SELECT ID AS Id FROM information_schema.PROCESSLIST WHERE USER = ?',
-    [c.mariadb.user.user],
-  )
-  for (const row of rows) await c.mariadb.sql(`KILL CONNECTION ${Number(row.Id)}`).catch(() => undefined)
-}
-
-/**
- * DESIGN: a database that refuses writes is not "up": a consumer's /health must say 503 within
- * 10 s of its first failed write. One that tried no write meanwhile (its broker link frozen, say)
- * has nothing to say yet; its failed INSERTs are counted in consumer_database_retries_total.
- */
-const HEALTH_BOUND_MS = 10_000
-async function retries(s: Service): Promise<number> {
-  return metricValue(await s.metrics(), 'consumer_database_retries_total') ?? 0
-}
-function expectUnhealthy(c: Cluster, fault: string): void {
-  void (async () => {
-    const deadline = Date.now() + HEALTH_BOUND_MS
-    const pending = new Map<Service, number>()
-    for (const s of c.consumers.filter((s) => s.alive)) pending.set(s, await retries(s).catch(() => NaN))
-    while (pending.size && Date.now() < deadline) {
-      for (const s of [...pending.keys()]) if (!s.alive || !(await s.healthy())) pending.delete(s)
-      await new Promise((r) => setTimeout(r, 500))
-    }
-    for (const [s, before] of pending) {
-      const after = await retries(s).catch(() => NaN)
-      // Restarted meanwhile (NaN, or fewer): the count started again; it tried if it is above 0.
-      const tried = Number.isNaN(before) || after < before ? after > 0 : after > before
-      if (s.alive && tried) c.incident(s.name, `/health still 200 ${HEALTH_BOUND_MS / 1000} s into ${fault}`, '')
-    }
-  })()
-}
-
-export const databaseFaults: Fault[] = [
-  {
-    name: 'db-revoke',
-    targets: fixed('mariadb'),
-    resource: () => 'db-grants',
-    seconds: [12, 25],
-    // MariaDB applies a database-level grant to a session at its next USE: the sessions go, as a DBA would end them.
-    apply: async (c) => {
-      await c.mariadb.sql(`REVOKE INSERT ON ${c.mariadb.database}.* FROM ${svc(c)}`)
-      await killSessions(c)
-      expectUnhealthy(c, 'db-revoke')
-    },
-    heal: async (c) => void (await c.mariadb.sql(`GRANT INSERT ON ${c.mariadb.database}.* TO ${svc(c)}`)),
-  },
-  {
-    name: 'db-read-only',
-    targets: fixed('mariadb'),
-    resource: () => 'db-read-only',
-    seconds: [12, 25],
-    apply: async (c) => {
-      await c.mariadb.sql('SET GLOBAL read_only = 1')
-      expectUnhealthy(c, 'db-read-only')
-    },
-    heal: async (c) => void (await c.mariadb.sql('SET GLOBAL read_only = 0')),
-  },
-  {
-    name: 'table-renamed',
-    targets: fixed('mariadb'),
-    resource: () => 'db-table',
-    seconds: [12, 25],
-    apply: async (c) => {
-      const away = `user_activities_away_${Date.now()}`
-      await c.mariadb.sql(`RENAME TABLE ${c.mariadb.database}.user_activities TO ${c.mariadb.database}.${away}`)
-      expectUnhealthy(c, 'table-renamed')
-      return away
-    },
-    heal: async (c, _t, away) => {
-      const db = c.mariadb.database
-      const [row] = await c.mariadb.sql<{ n: number }[]>(
-        "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'user_activities'",
-        [db],
-      )
-      if (Number(row?.n) === 0) {
-        c.incident('consumers', 'user_activities was not re-created while it was missing', '')
-        await c.mariadb.sql(`RENAME TABLE ${db}.${away} TO ${db}.user_activities`)
-        return
-      }
-      const columns = 'event_id, user_id, event_type, `timestamp`, metadata, created_at'
-      await c.mariadb.sql(
-        `INSERT INTO ${db}.user_activities (${columns}) SELECT ${columns} FROM ${db}.${away} ` +
-          'ON DUPLICATE KEY UPDATE event_id = user_activities.event_id',
-      )
-      await c.mariadb.sql(`DROP TABLE ${db}.${away}`)
-    },
-  },
-  {
-    name: 'packet-lowered',
-    targets: fixed('mariadb'),
-    resource: () => 'db-packet',
-    seconds: [3, 20],
-    // 64 KiB still fits every soak event (under 8 KiB) alone, so batches must split, nothing is too large.
-    apply: async (c) => {
-      const [row] = await c.mariadb.sql<{ v: number }[]>('SELECT @@GLOBAL.max_allowed_packet AS v')
-      await c.mariadb.sql('SET GLOBAL max_allowed_packet = 65536')
-      return Number(row?.v)
-    },
-    heal: async (c, _t, before) => void (await c.mariadb.sql(`SET GLOBAL max_allowed_packet = ${Number(before)}`)),
-  },
-]
 
 export const brokerFaults: Fault[] = [
   {

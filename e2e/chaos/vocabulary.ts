@@ -1,6 +1,7 @@
 // The soak's fault vocabulary: every fault a schedule may draw (CHAOS_FAULTS picks from it).
 import { all, consumers, linkFaults, processFaults, type Fault } from './faults.js'
-import { batchBurst, brokerFaults, databaseFaults, dlqReplay, slowClients } from './server-faults.js'
+import { databaseFaults } from './database-faults.js'
+import { batchBurst, brokerFaults, dlqReplay, slowClients } from './server-faults.js'
 
 export const VOCABULARY: Fault[] = [
   ...linkFaults('broker', all),

@@ -1,0 +1,139 @@
+// Faults of the database: grants revoked, read-only, the table renamed away, the packet limit lowered.
+import { metricValue } from '../../test-support/index.js'
+import type { Cluster, Service } from './cluster.js'
+import { fixed, type Fault } from './faults.js'
+
+const svc = (c: Cluster) => `'${c.mariadb.user.user}'@'%'`
+
+/** Ends the services' database sessions, so that a database-level change applies to all at once. */
+async function killSessions(c: Cluster): Promise<void> {
+  const rows = await c.mariadb.sql<{ Id: number }[]>(
+    'SELECT ID AS Id FROM information_schema.PROCESSLIST WHERE USER = ?',
+    [c.mariadb.user.user],
+  )
+  for (const row of rows) await c.mariadb.sql(`KILL CONNECTION ${Number(row.Id)}`).catch(() => undefined)
+}
+
+/**
+ * DESIGN: a database that refuses writes is not "up": a consumer's /health must say 503 within
+ * 10 s of its first failed write. One that tried no write meanwhile (its broker link frozen, say)
+ * has nothing to say yet; its failed INSERTs are counted in consumer_database_retries_total.
+ */
+const HEALTH_BOUND_MS = 10_000
+async function retries(s: Service): Promise<number> {
+  return metricValue(await s.metrics(), 'consumer_database_retries_total') ?? 0
+}
+function expectUnhealthy(c: Cluster, fault: string): void {
+  void (async () => {
+    const deadline = Date.now() + HEALTH_BOUND_MS
+    const pending = new Map<Service, number>()
+    for (const s of c.consumers.filter((s) => s.alive)) pending.set(s, await retries(s).catch(() => NaN))
+    while (pending.size && Date.now() < deadline) {
+      for (const s of [...pending.keys()]) if (!s.alive || !(await s.healthy())) pending.delete(s)
+      await new Promise((r) => setTimeout(r, 500))
+    }
+    for (const [s, before] of pending) {
+      const after = await retries(s).catch(() => NaN)
+      // Restarted meanwhile (NaN, or fewer): the count started again; it tried if it is above 0.
+      const tried = Number.isNaN(before) || after < before ? after > 0 : after > before
+      if (s.alive && tried) c.incident(s.name, `/health still 200 ${HEALTH_BOUND_MS / 1000} s into ${fault}`, '')
+    }
+  })()
+}
+
+/**
+ * A consumer re-creates a missing table at its next write (at most every 5 s); its next write may
+ * be a retry as far off as CONSUMER_RETRY_MAX_MS (30 s). Writes are impossible while INSERT is
+ * revoked, the database is read-only (CREATE is refused too), or no consumer is up with its
+ * database link open: the bound counts from the last moment one of those held.
+ */
+const RECREATE_BOUND_MS = 40_000
+const WRITE_BLOCKERS = ['db-revoke mariadb', 'db-read-only mariadb']
+function writesPossible(c: Cluster): boolean {
+  if (WRITE_BLOCKERS.some((f) => c.applied.has(f))) return false
+  return c.consumers.some((s) => s.alive && !c.applied.has(`db-cut ${s.name}`) && !c.applied.has(`db-freeze ${s.name}`))
+}
+async function tableRecreated(c: Cluster): Promise<boolean> {
+  let possibleSince = Date.now()
+  for (const giveUp = Date.now() + 3 * RECREATE_BOUND_MS; Date.now() < giveUp;) {
+    const [row] = await c.mariadb.sql<{ n: number }[]>(
+      "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'user_activities'",
+      [c.mariadb.database],
+    )
+    if (Number(row?.n) > 0) return true
+    if (!writesPossible(c)) possibleSince = Date.now()
+    else if (Date.now() - possibleSince > RECREATE_BOUND_MS) return false
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  return false
+}
+
+export const databaseFaults: Fault[] = [
+  {
+    name: 'db-revoke',
+    targets: fixed('mariadb'),
+    resource: () => 'db-grants',
+    seconds: [12, 25],
+    // MariaDB applies a database-level grant to a session at its next USE: the sessions go, as a DBA would end them.
+    apply: async (c) => {
+      await c.mariadb.sql(`REVOKE INSERT ON ${c.mariadb.database}.* FROM ${svc(c)}`)
+      await killSessions(c)
+      expectUnhealthy(c, 'db-revoke')
+    },
+    heal: async (c) => void (await c.mariadb.sql(`GRANT INSERT ON ${c.mariadb.database}.* TO ${svc(c)}`)),
+  },
+  {
+    name: 'db-read-only',
+    targets: fixed('mariadb'),
+    resource: () => 'db-read-only',
+    seconds: [12, 25],
+    apply: async (c) => {
+      await c.mariadb.sql('SET GLOBAL read_only = 1')
+      expectUnhealthy(c, 'db-read-only')
+    },
+    heal: async (c) => void (await c.mariadb.sql('SET GLOBAL read_only = 0')),
+  },
+  {
+    name: 'table-renamed',
+    targets: fixed('mariadb'),
+    resource: () => 'db-table',
+    seconds: [12, 25],
+    apply: async (c) => {
+      const away = `user_activities_away_${Date.now()}`
+      await c.mariadb.sql(`RENAME TABLE ${c.mariadb.database}.user_activities TO ${c.mariadb.database}.${away}`)
+      expectUnhealthy(c, 'table-renamed')
+      return away
+    },
+    heal: async (c, _t, away) => {
+      const db = c.mariadb.database
+      if (!(await tableRecreated(c))) {
+        c.incident(
+          'consumers',
+          `user_activities was not re-created within ${RECREATE_BOUND_MS / 1000} s of writes being possible`,
+          '',
+        )
+        await c.mariadb.sql(`RENAME TABLE ${db}.${away} TO ${db}.user_activities`)
+        return
+      }
+      const columns = 'event_id, user_id, event_type, `timestamp`, metadata, created_at'
+      await c.mariadb.sql(
+        `INSERT INTO ${db}.user_activities (${columns}) SELECT ${columns} FROM ${db}.${away} ` +
+          'ON DUPLICATE KEY UPDATE event_id = user_activities.event_id',
+      )
+      await c.mariadb.sql(`DROP TABLE ${db}.${away}`)
+    },
+  },
+  {
+    name: 'packet-lowered',
+    targets: fixed('mariadb'),
+    resource: () => 'db-packet',
+    seconds: [3, 20],
+    // 64 KiB still fits every soak event (under 8 KiB) alone, so batches must split, nothing is too large.
+    apply: async (c) => {
+      const [row] = await c.mariadb.sql<{ v: number }[]>('SELECT @@GLOBAL.max_allowed_packet AS v')
+      await c.mariadb.sql('SET GLOBAL max_allowed_packet = 65536')
+      return Number(row?.v)
+    },
+    heal: async (c, _t, before) => void (await c.mariadb.sql(`SET GLOBAL max_allowed_packet = ${Number(before)}`)),
+  },
+]
