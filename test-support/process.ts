@@ -53,3 +53,22 @@ export function rssBytes(pid: number): number {
   if (!kib) throw new Error(`no VmRSS for process ${pid}`)
   return Number(kib) * 1024
 }
+
+/**
+ * Starts a service, sends SIGTERM the moment it logs `starting` (before it connects or listens),
+ * and resolves with its exit code and output: a service must handle the signal from that line on.
+ */
+export async function terminatedAtStart(
+  script: string,
+  env: Record<string, string>,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+  const proc = spawnService(script, { ...env, LOG_LEVEL: 'info' })
+  const deadline = Date.now() + 20_000
+  while (!proc.output().includes('"msg":"starting"') && proc.child.exitCode === null && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 1))
+  }
+  proc.child.kill('SIGTERM')
+  const code = await Promise.race([proc.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000))])
+  if (code === 'timeout') await proc.stop('SIGKILL')
+  return { code: code === 'timeout' ? null : code, signal: proc.child.signalCode, output: proc.output() }
+}

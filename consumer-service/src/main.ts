@@ -1,5 +1,6 @@
 // The consumer process: configuration, logger, database, broker consumer, health server, signals.
 import closeWithGrace from 'close-with-grace'
+import type { FastifyInstance } from 'fastify'
 import { configOrExit, createLogger } from 'event-contract'
 import { readConfig } from './config.js'
 import { buildHealthApp } from './health.js'
@@ -13,7 +14,18 @@ const store = Store.fromConfig(config, logger)
 const metrics = config.METRICS_ENABLED ? createConsumerMetrics() : undefined
 const worker = new Worker({ config, store, logger, metrics })
 if (metrics) observeWorker(metrics, worker)
-const health = await buildHealthApp({ worker, store, logger, metrics })
+
+// Before anything that awaits: a SIGTERM while starting up closes what has started, and exits 0.
+let health: FastifyInstance | undefined
+closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
+  if (err) logger.error({ err }, 'shutting down after an error')
+  else logger.info({ signal }, 'shutting down')
+  // Reverse order of start-up: stop consuming (finishing the current batch), then the rest;
+  // 6 s for the batches, 2 s for a database query still running: within the 10 s.
+  await worker.stop(6000)
+  await health?.close()
+  await store.close()
+})
 
 logger.info(
   {
@@ -23,16 +35,7 @@ logger.info(
   'starting',
 )
 
-closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
-  if (err) logger.error({ err }, 'shutting down after an error')
-  else logger.info({ signal }, 'shutting down')
-  // Reverse order of start-up: stop consuming (finishing the current batch), then the rest;
-  // 6 s for the batches, 2 s for a database query still running: within the 10 s.
-  await worker.stop(6000)
-  await health.close()
-  await store.close()
-})
-
+health = await buildHealthApp({ worker, store, logger, metrics })
 await health.listen({ host: config.HEALTH_HOST, port: config.HEALTH_PORT })
 // Connects at once, so that /health names the dependency that is missing; consuming waits until
 // the database answers and has the schema (db/init.sql), retrying meanwhile.

@@ -6,7 +6,7 @@ import type { ChannelModel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { assertTopology, deleteTopology, messageProperties, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
-import { freePort, spawnService } from '../../test-support/process.js'
+import { freePort, spawnService, terminatedAtStart } from '../../test-support/process.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
@@ -85,6 +85,12 @@ describe('SIGTERM while draining', () => {
       await connection.end()
     }
   }
+
+  it('exits 0 on a SIGTERM while it is still starting up', async () => {
+    const { code, signal, output } = await terminatedAtStart(main, serviceEnv(queue, db.name, await freePort()))
+    expect({ code, signal }, output).toEqual({ code: 0, signal: null })
+    expect(output).toContain('"msg":"shutting down"')
+  })
 
   it('acks what it stored, exits 0 within 10 s, and a restart stores the rest once', async () => {
     const env = serviceEnv(queue, db.name, await freePort())

@@ -128,6 +128,16 @@ export class Service {
     return metricValue(await this.metrics(), 'consumer_events_in_hand') ?? NaN
   }
 
+  /** Its HTTP server answers (any status): it is past start-up, where SIGTERM is handled. */
+  async answering(): Promise<boolean> {
+    try {
+      await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(2000) })
+      return true
+    } catch {
+      return false
+    }
+  }
+
   async healthy(): Promise<boolean> {
     try {
       return (await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(5000) })).status === 200

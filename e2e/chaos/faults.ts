@@ -60,8 +60,14 @@ export function linkFaults(which: 'broker' | 'db', targets: (c: Cluster) => stri
   ]
 }
 
-/** SIGTERM: exit 0 within the bound, or an incident (and a SIGKILL). */
+/**
+ * SIGTERM: exit 0 within the bound, or an incident (and a SIGKILL). Sent once the process answers
+ * on its port: while Node is still loading modules nothing handles it, and it dies of the signal.
+ */
 async function terminate(cluster: Cluster, s: Service): Promise<void> {
+  for (const giveUp = Date.now() + TERM_BOUND_MS; s.alive && Date.now() < giveUp && !(await s.answering());) {
+    await new Promise((r) => setTimeout(r, 100))
+  }
   if (!s.alive || !s.process) return
   s.expectedExit = 'SIGTERM'
   const started = Date.now()

@@ -1,5 +1,6 @@
 // The producer process: configuration, logger, broker connection, HTTP server, signals.
 import closeWithGrace from 'close-with-grace'
+import type { FastifyInstance } from 'fastify'
 import { configOrExit, createLogger } from 'event-contract'
 import { buildApp } from './app.js'
 import { readConfig } from './config.js'
@@ -16,7 +17,21 @@ const publisher = new AmqpPublisher({
   onConfirm: (seconds) => metrics?.confirmSeconds.observe(seconds),
 })
 const security = configOrExit(() => securityFromConfig(config))
-const app = await buildApp({
+// Before anything that awaits: a SIGTERM while starting up closes what has started, and exits 0.
+let app: FastifyInstance | undefined
+closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
+  if (err) logger.error({ err }, 'shutting down after an error')
+  else logger.info({ signal }, 'shutting down')
+  // Stop accepting and let in-flight requests get their confirms, then close the broker connection.
+  await app?.close()
+  await publisher.close()
+})
+
+logger.info(
+  { rabbitmq: { host: config.RABBITMQ_HOST, port: config.RABBITMQ_PORT, queue: config.RABBITMQ_QUEUE } },
+  'starting',
+)
+app = await buildApp({
   security,
   publisher,
   logger,
@@ -27,14 +42,6 @@ const app = await buildApp({
   requestTimeoutMs: config.REQUEST_TIMEOUT_MS,
   headersTimeoutMs: config.HEADERS_TIMEOUT_MS,
   metrics,
-})
-
-closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
-  if (err) logger.error({ err }, 'shutting down after an error')
-  else logger.info({ signal }, 'shutting down')
-  // Stop accepting and let in-flight requests get their confirms, then close the broker connection.
-  await app.close()
-  await publisher.close()
 })
 
 await publisher.start()

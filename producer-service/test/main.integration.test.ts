@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ChannelModel } from 'amqplib'
 import { deleteTopology, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
-import { spawnService } from '../../test-support/process.js'
+import { freePort, spawnService, terminatedAtStart } from '../../test-support/process.js'
 
 const main = fileURLToPath(new URL('../dist/main.js', import.meta.url))
 
@@ -42,6 +42,13 @@ describe('SIGTERM', () => {
     const channel = await admin.createChannel()
     await deleteTopology(channel, topologyFor(queue, 'quorum'))
     await admin.close()
+  })
+
+  it('exits 0 on a SIGTERM while it is still starting up', async () => {
+    const env = { RABBITMQ_HOST: broker.host, RABBITMQ_PORT: String(broker.port), RABBITMQ_QUEUE: queue }
+    const { code, signal, output } = await terminatedAtStart(main, { ...env, PORT: String(await freePort()) })
+    expect({ code, signal }, output).toEqual({ code: 0, signal: null })
+    expect(output).toContain('"msg":"shutting down"')
   })
 
   it('finishes in-flight requests, then exits 0', async () => {
