@@ -16,7 +16,7 @@ const worker = new Worker({ config, store, logger, metrics })
 if (metrics) observeWorker(metrics, worker)
 
 // Before anything that awaits: a SIGTERM while starting up closes what has started, and exits 0.
-let health: FastifyInstance | undefined
+let health: FastifyInstance | undefined = undefined
 closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
   if (err) logger.error({ err }, 'shutting down after an error')
   else logger.info({ signal }, 'shutting down')

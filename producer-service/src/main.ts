@@ -18,7 +18,7 @@ const publisher = new AmqpPublisher({
 })
 const security = configOrExit(() => securityFromConfig(config))
 // Before anything that awaits: a SIGTERM while starting up closes what has started, and exits 0.
-let app: FastifyInstance | undefined
+let app: FastifyInstance | undefined = undefined
 closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
   if (err) logger.error({ err }, 'shutting down after an error')
   else logger.info({ signal }, 'shutting down')
