@@ -89,7 +89,13 @@ describe('Store', () => {
 
   it('is ready only when a write would succeed: not while INSERT is revoked or read_only, though it answers', async () => {
     const user = await createTestUser()
-    const own = new Store({ ...database, ...user, database: db.name, logger: pino({ level: 'silent' }) })
+    const own = new Store({
+      ...database,
+      user: user.user,
+      password: user.password,
+      database: db.name,
+      logger: pino({ level: 'silent' }),
+    })
     const admin = await connectDatabase()
     try {
       await store.applySchema()
@@ -128,7 +134,13 @@ describe('Store', () => {
 
   it('sees a grant restored at database level without a restart: refused connections are replaced', async () => {
     const user = await createTestUser()
-    const own = new Store({ ...database, ...user, database: db.name, logger: pino({ level: 'silent' }) })
+    const own = new Store({
+      ...database,
+      user: user.user,
+      password: user.password,
+      database: db.name,
+      logger: pino({ level: 'silent' }),
+    })
     try {
       await store.applySchema()
       await user.grant(`GRANT SELECT, UPDATE, CREATE ON \`${db.name}\`.* TO ??`)
