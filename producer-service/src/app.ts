@@ -213,9 +213,6 @@ export async function buildApp({
       const ids = eventIdsOf(request)
       const batch = 'event_ids' in ids || request.routeOptions.url === '/api/v1/events/batch'
       const message = batch ? 'Failed to queue events' : QUEUE_FAILED_MESSAGE
-      // Refused before its body was read: there are no event_ids to give back, which the
-      // routes' schemas of a 503 otherwise require.
-      if (err.code === 'BODIES_OVERLOADED') reply.type('application/json; charset=utf-8').serializer(JSON.stringify)
       return reply.code(err.statusCode).send({ detail: err.detail, message, ...ids })
     }
     const bodyError = (msg: string, type: string) =>

@@ -87,7 +87,9 @@ export const trackResponses = {
     ...QueueFailedSchema,
     description:
       'Too many events wait for the broker, the broker blocks publishers or does not keep up, or the service ' +
-      'is shutting down. Retry after Retry-After seconds, with the event_id given.',
+      'is shutting down. Retry after Retry-After seconds, with the event_id given. When too many request bodies ' +
+      'are being read at once (BODY_MAX_IN_FLIGHT_BYTES), it comes before the body is read, without event_id: ' +
+      'send the same request again.',
     headers: retryAfter,
     examples: [
       {
@@ -135,8 +137,14 @@ export const batchResponses = {
     ],
   },
   503: {
-    ...BatchFailedSchema,
-    description: trackResponses[503].description.replace('the event_id given', 'the same batch and its event_ids'),
+    // Without event_ids when refused before the body was read (BODY_MAX_IN_FLIGHT_BYTES).
+    ...Type.Object(
+      { ...BatchFailedSchema.properties, event_ids: Type.Optional(BatchFailedSchema.properties.event_ids) },
+      { title: 'BatchRefused' },
+    ),
+    description: trackResponses[503].description
+      .replace('the event_id given', 'the same batch and its event_ids')
+      .replace('without event_id', 'without event_ids'),
     headers: trackResponses[503].headers,
     examples: [
       {
