@@ -115,12 +115,18 @@ export const databaseFaults: Fault[] = [
         await c.mariadb.sql(`RENAME TABLE ${db}.${away} TO ${db}.user_activities`)
         return
       }
+      // The renamed table holds nearly every row, the re-created one those of the fault: swap them
+      // back at once (the consumers go on writing into the original), then merge the few.
+      const recreated = `${away}_recreated`
+      await c.mariadb.sql(
+        `RENAME TABLE ${db}.user_activities TO ${db}.${recreated}, ${db}.${away} TO ${db}.user_activities`,
+      )
       const columns = 'event_id, user_id, event_type, `timestamp`, metadata, created_at'
       await c.mariadb.sql(
-        `INSERT INTO ${db}.user_activities (${columns}) SELECT ${columns} FROM ${db}.${away} ` +
+        `INSERT INTO ${db}.user_activities (${columns}) SELECT ${columns} FROM ${db}.${recreated} ` +
           'ON DUPLICATE KEY UPDATE event_id = user_activities.event_id',
       )
-      await c.mariadb.sql(`DROP TABLE ${db}.${away}`)
+      await c.mariadb.sql(`DROP TABLE ${db}.${recreated}`)
     },
   },
   {

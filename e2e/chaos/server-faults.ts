@@ -11,6 +11,18 @@ const dlqMain = fileURLToPath(new URL('../../consumer-service/dist/dlq.js', impo
 /** `npm run dlq -- replay` must end within this, letters failing again or not. */
 export const REPLAY_BOUND_MS = 30_000
 
+/** A heal that needs the broker application: retried while a `broker-stop-app` lasts (12 s at most). */
+async function whenBrokerRuns<T>(heal: () => Promise<T>): Promise<T> {
+  for (const giveUp = Date.now() + 60_000; ;) {
+    try {
+      return await heal()
+    } catch (err) {
+      if (Date.now() > giveUp) throw err
+      await new Promise((r) => setTimeout(r, 1000))
+    }
+  }
+}
+
 export const brokerFaults: Fault[] = [
   {
     name: 'dlq-deleted',
@@ -30,7 +42,7 @@ export const brokerFaults: Fault[] = [
         c.lettersRemovedUnseen += (await ch.deleteQueue(DLQ)).messageCount
       }),
     // The services re-declare it on a reconnect; a fresh one now, so that the end can read it.
-    heal: async (c) => withChannel(c, (ch) => assertTopology(ch, topologyFor(QUEUE, 'quorum'))),
+    heal: async (c) => whenBrokerRuns(() => withChannel(c, (ch) => assertTopology(ch, topologyFor(QUEUE, 'quorum')))),
   },
   {
     name: 'dlq-full',
@@ -49,16 +61,18 @@ export const brokerFaults: Fault[] = [
     // RabbitMQ 3.10 keeps a quorum queue refusing after its max-length policy is cleared
     // (rabbitmq-server #12206); a higher limit lifts it, and then the policy can go.
     heal: async (c) => {
-      await c.rabbit.ctl(
-        'set_policy',
-        '--apply-to',
-        'queues',
-        'chaos-dlq-full',
-        `^${DLQ.replaceAll('.', '\\.')}$`,
-        '{"max-length":100000000,"overflow":"reject-publish"}',
+      await whenBrokerRuns(() =>
+        c.rabbit.ctl(
+          'set_policy',
+          '--apply-to',
+          'queues',
+          'chaos-dlq-full',
+          `^${DLQ.replaceAll('.', '\\.')}$`,
+          '{"max-length":100000000,"overflow":"reject-publish"}',
+        ),
       )
       await new Promise((resolve) => setTimeout(resolve, 1000))
-      await c.rabbit.ctl('clear_policy', 'chaos-dlq-full')
+      await whenBrokerRuns(() => c.rabbit.ctl('clear_policy', 'chaos-dlq-full'))
     },
   },
   {
