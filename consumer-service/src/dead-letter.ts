@@ -4,8 +4,9 @@
 // the confirm redelivers the message, and the letter is made again). An event of a batch message
 // is a letter of its own. A letter the broker refuses (nacked: the DLQ is full) or cannot route
 // (returned: the DLQ is gone) is retried with backoff; the delivery it came in waits meanwhile.
+// The same channel queues fresh copies of worn deliveries on the main queue (redelivery.ts).
 import { randomUUID } from 'node:crypto'
-import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib'
+import type { ConfirmChannel, ConsumeMessage, Message, Options } from 'amqplib'
 import { assertTopology, BATCH_MESSAGE_TYPE, MESSAGE_TYPE, type Topology } from 'event-contract'
 
 /** Why a message or event can never be stored. */
@@ -74,8 +75,24 @@ export class DeadLetterOutbox {
     const ofBatch = letter.event !== undefined && from.properties.type === BATCH_MESSAGE_TYPE
     const body = ofBatch ? Buffer.from(JSON.stringify(letter.event)) : from.content
     const eventId = ofBatch ? (letter.event as { event_id?: unknown }).event_id : undefined
+    return this.#publish(this.#topology.deadLetterExchange, body, {
+      contentType: from.properties.contentType ?? 'application/json',
+      messageId: typeof eventId === 'string' ? eventId : from.properties.messageId,
+      type: ofBatch ? MESSAGE_TYPE : from.properties.type,
+      headers: deadLetterHeaders(letter, from, this.#topology.queue),
+    })
+  }
+
+  /** Resolves once a copy of the message, with `headers`, is on the main queue again. */
+  requeue(from: ConsumeMessage, headers: Record<string, unknown>): Promise<void> {
+    const { contentType, messageId, type, timestamp, appId } = from.properties
+    return this.#publish('', from.content, { contentType, messageId, type, timestamp, appId, headers })
+  }
+
+  /** Publishes persistent and mandatory to `exchange` with the queue's name as routing key. */
+  #publish(exchange: string, body: Buffer, options: Options.Publish & { headers: Record<string, unknown> }) {
     const letterId = randomUUID()
-    return new Promise((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       const confirmed = (err: Error | null) => {
         const returned = this.#returned.delete(letterId)
         if (err) reject(err.message === 'message nacked' ? new DeadLetterRefusedError('nacked') : err)
@@ -84,16 +101,14 @@ export class DeadLetterOutbox {
       }
       try {
         this.#channel.publish(
-          this.#topology.deadLetterExchange,
+          exchange,
           this.#topology.queue,
           body,
           {
+            ...options,
             persistent: true,
             mandatory: true,
-            contentType: from.properties.contentType ?? 'application/json',
-            messageId: typeof eventId === 'string' ? eventId : from.properties.messageId,
-            type: ofBatch ? MESSAGE_TYPE : from.properties.type,
-            headers: { ...deadLetterHeaders(letter, from, this.#topology.queue), [LETTER_ID_HEADER]: letterId },
+            headers: { ...options.headers, [LETTER_ID_HEADER]: letterId },
           },
           confirmed,
         )

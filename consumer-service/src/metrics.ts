@@ -48,6 +48,11 @@ export function createConsumerMetrics() {
       labelNames: ['reason'] as const,
       registers,
     }),
+    requeued: new client.Counter({
+      name: 'consumer_deliveries_requeued_total',
+      help: 'Deliveries redelivered half their delivery limit without being stored, queued again as fresh copies',
+      registers,
+    }),
     retries: new client.Counter({
       name: 'consumer_database_retries_total',
       help: 'Batch INSERTs that failed for the database and will be retried',

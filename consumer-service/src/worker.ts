@@ -17,6 +17,7 @@ import { DeadLetterOutbox, DeadLetterRefusedError, type DeadLetter } from './dea
 import { Ledger } from './ledger.js'
 import type { ConsumerMetrics, WorkerGauges } from './metrics.js'
 import { PrefetchPlan, prefetchFitting, type PrefetchLimits } from './prefetch.js'
+import { copyHeaders, deliveriesOf, isWorn } from './redelivery.js'
 import { RowTooLargeError, toRow, TransientStoreError, type Store } from './store.js'
 
 /**
@@ -419,7 +420,30 @@ export class Worker implements WorkerGauges {
     // Held as bytes, parsed when its batch is handled: what is in hand costs the JS heap nothing.
     ledger.hold(msg, eventCountOf(msg))
     this.#observe(ledger, msg)
-    this.#batcher.push({ ledger, outbox, msg, events: [], letters: [] })
+    if (isWorn(msg, this.#topology)) void this.#requeueWorn(ledger, outbox, msg)
+    else this.#batcher.push({ ledger, outbox, msg, events: [], letters: [] })
+  }
+
+  /**
+   * Queues a fresh copy of a delivery that used half its delivery limit, then acks it (a crash in
+   * between leaves two copies: the event_id stores one). If the copy is refused, the delivery is
+   * handled as it is.
+   */
+  async #requeueWorn(ledger: Ledger, outbox: DeadLetterOutbox, msg: ConsumeMessage): Promise<void> {
+    const { count, prior } = deliveriesOf(msg)
+    try {
+      await outbox.requeue(msg, copyHeaders(msg))
+      this.#log.warn(
+        { messageId: msg.properties.messageId, deliveries: count + prior },
+        'delivered many times without being stored; queued a fresh copy',
+      )
+      this.#metrics?.requeued.inc()
+      ledger.stored([msg])
+    } catch (err) {
+      if (ledger.lost) return
+      this.#log.warn({ err, messageId: msg.properties.messageId }, 'could not queue a fresh copy; handling it as it is')
+      this.#batcher.push({ ledger, outbox, msg, events: [], letters: [] })
+    }
   }
 
   /** Forgets the channel; its unsettled deliveries come back from the broker. */

@@ -475,6 +475,57 @@ describe('broker outage', () => {
   })
 })
 
+describe('link drops while the rows stay locked', () => {
+  it('25 link drops while its INSERTs wait on row locks dead-letter no good event; all stored once after', async () => {
+    // A lock wait of 2 s (for the sessions opened now): the consumer's INSERTs fail fast and are
+    // retried, so that it keeps taking deliveries. A shared server's setting: restored after.
+    const root = await connectDatabase()
+    const [[before]] = await root.query<RowDataPacket[]>('SELECT @@GLOBAL.innodb_lock_wait_timeout AS v')
+    await root.query('SET GLOBAL innodb_lock_wait_timeout = 2')
+    cleanups.push(async () => {
+      await root.query(`SET GLOBAL innodb_lock_wait_timeout = ${Number(before?.v)}`)
+      await root.end()
+    })
+    const link = await new TcpProxy({ host: broker.host, port: broker.port }).start()
+    cleanups.push(() => link.stop())
+    const { queue, databaseName, worker, health } = await startConsumer({ brokerAt: link })
+    // Another session holds the rows' locks (its INSERT of the same event_ids, not committed): the
+    // database answers the consumer's write probe, but its INSERTs wait.
+    const sent = Array.from({ length: 20 }, () => event())
+    const locker = await connectDatabase(databaseName)
+    cleanups.push(() => locker.end())
+    await locker.query('START TRANSACTION')
+    await locker.query('INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`) VALUES ?', [
+      sent.map((e) => [e.event_id, 1, 'lock', '2026-01-01 00:00:00']),
+    ])
+    for (const e of sent) publisher.publish('', queue, Buffer.from(JSON.stringify(e)), messageProperties(e.event_id))
+    await publisher.waitForConfirms()
+
+    // Each drop hands the deliveries back to the queue, a delivery more on each (its limit is 20).
+    for (let drop = 1; drop <= 25; drop++) {
+      await waitFor(() => worker.inHand.events > 0, {
+        what: `deliveries in hand before drop ${drop}`,
+        timeoutMs: 15_000,
+      })
+      await link.cut()
+      await waitFor(() => worker.inHand.events === 0, { what: `the channel lost at drop ${drop}` })
+      await link.restore()
+    }
+    expect((await queueDepth(queue)).dead).toBe(0)
+    await locker.query('ROLLBACK')
+
+    await waitFor(async () => (await rowCount(databaseName)) === sent.length, { what: '20 rows', timeoutMs: 60_000 })
+    await waitFor(async () => (await queueDepth(queue)).ready === 0 && worker.inHand.events === 0, {
+      what: 'an empty queue, nothing in hand',
+      timeoutMs: 20_000,
+    })
+    expect(new Set((await rows(databaseName)).map((r) => r.event_id))).toEqual(new Set(sent.map((e) => e.event_id)))
+    expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+    // Worn deliveries went back as fresh copies, at least once each.
+    expect(metricValue(await scrape(health), 'consumer_deliveries_requeued_total')).toBeGreaterThanOrEqual(sent.length)
+  }, 120_000)
+})
+
 describe('graceful stop', () => {
   it('delivers its final acks: afterwards the queue holds exactly the events not stored', async () => {
     // Small batches make the drain last long enough to be stopped in the middle.
