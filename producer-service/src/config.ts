@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox'
-import { BrokerConfigSchema, loadConfig } from 'event-contract'
+import { BrokerConfigSchema, ConfigError, loadConfig } from 'event-contract'
 
 export const ConfigSchema = Type.Object({
   ...BrokerConfigSchema.properties,
@@ -48,6 +48,25 @@ export const ConfigSchema = Type.Object({
 })
 export type Config = Static<typeof ConfigSchema>
 
+/**
+ * Reads and checks the configuration. A budget smaller than the largest request it must admit
+ * would answer that request 503 forever: the body budget must hold the largest body, the publish
+ * budget twice that (a batch's messages add each event's event_id and received_at, and 1 KiB each).
+ */
 export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  return loadConfig(ConfigSchema, env)
+  const config = loadConfig(ConfigSchema, env)
+  const largest = Math.max(config.BODY_LIMIT_BYTES, config.BATCH_BODY_LIMIT_BYTES)
+  const budgets = [
+    ['BODY_MAX_IN_FLIGHT_BYTES', largest, 'the largest request body'],
+    ['PUBLISH_MAX_IN_FLIGHT_BYTES', 2 * largest, 'twice the largest request body'],
+  ] as const
+  const problems = budgets
+    .filter(([name, least]) => config[name] < least)
+    .map(
+      ([name, least, what]) =>
+        `${name}=${JSON.stringify(env[name] ?? String(config[name]))}: must be at least ${what} ` +
+        `(${least} bytes, from BODY_LIMIT_BYTES and BATCH_BODY_LIMIT_BYTES), or such a request is refused 503 forever`,
+    )
+  if (problems.length > 0) throw new ConfigError(problems)
+  return config
 }

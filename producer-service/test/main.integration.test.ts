@@ -21,6 +21,8 @@ describe('configuration', () => {
     ['METRICS_ENABLED', 'maybe'],
     ['PUBLISH_MAX_IN_FLIGHT_BYTES', '1000'],
     ['BODY_MAX_IN_FLIGHT_BYTES', '-1'],
+    ['BODY_MAX_IN_FLIGHT_BYTES', '65536'], // under the 1 MiB batch body limit: such a batch would never fit
+    ['PUBLISH_MAX_IN_FLIGHT_BYTES', '1048576'], // under twice the batch body limit
     ['REQUEST_TIMEOUT_MS', '10'],
     ['HEADERS_TIMEOUT_MS', 'soon'],
     ['RATE_LIMIT_REDIS_TIMEOUT_MS', '0'],

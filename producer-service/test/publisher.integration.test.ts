@@ -311,7 +311,11 @@ describe('the budget of bytes awaiting confirms', () => {
   it('answers 503 with Retry-After once PUBLISH_MAX_IN_FLIGHT_BYTES are awaiting confirms', async () => {
     // A slow link keeps ten 200 KB batches of ten events in flight: 2 MB, past a 1 MiB budget,
     // far under the event count of PUBLISH_MAX_IN_FLIGHT.
-    stack = await startStack(slow, { PUBLISH_MAX_IN_FLIGHT_BYTES: String(2 ** 20), PUBLISH_TIMEOUT_MS: '8000' })
+    stack = await startStack(slow, {
+      PUBLISH_MAX_IN_FLIGHT_BYTES: String(2 ** 20),
+      BATCH_BODY_LIMIT_BYTES: String(2 ** 19), // the budget must hold twice the largest body
+      PUBLISH_TIMEOUT_MS: '8000',
+    })
     const app = stack.app
     const batch = Array.from({ length: 10 }, (_, i) => ({ ...seed, metadata: { i, blob: 'x'.repeat(20_000) } }))
     const responses = await Promise.all(Array.from({ length: 10 }, () => postBatch(app, batch)))
