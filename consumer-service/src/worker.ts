@@ -606,9 +606,9 @@ export class Worker implements WorkerGauges {
   }
 
   /**
-   * Stops consuming, stores and acks what was delivered, and closes. Gives up on the batches
-   * still waiting for the database after `graceMs`: they stay unacked and are redelivered.
-   * Idempotent.
+   * Stops consuming, stores and acks what was delivered, and closes. Gives up on the cancel and
+   * the batches still waiting for the database after `graceMs`: those stay unacked and are
+   * redelivered. Then the broker's close takes at most its own bound (3 s). Idempotent.
    */
   async stop(graceMs = 5000): Promise<void> {
     const broker = this.#broker
@@ -616,13 +616,26 @@ export class Worker implements WorkerGauges {
     this.#broker = undefined
     this.#stopped.abort()
     const gaveUp = this.#gaveUp
+    // Before any await: the grace bounds the cancel too (a broker that no longer answers).
+    const givenUp = new Promise<false>((resolve) => {
+      if (gaveUp.signal.aborted) resolve(false)
+      else gaveUp.signal.addEventListener('abort', () => resolve(false), { once: true })
+    })
     const giveUp = setTimeout(() => gaveUp.abort(), graceMs)
     try {
       const ledger = this.#ledger
       if (ledger && this.#consumerTag) {
-        await ledger.channel.cancel(this.#consumerTag).catch((err: unknown) => this.#log.warn({ err }, 'cancel failed'))
+        const cancelled = ledger.channel.cancel(this.#consumerTag).then(
+          () => true,
+          (err: unknown) => {
+            this.#log.warn({ err }, 'cancel failed')
+            return true
+          },
+        )
+        if (!(await Promise.race([cancelled, givenUp]))) {
+          this.#log.warn({ ms: graceMs }, 'RabbitMQ did not answer the cancel in time')
+        }
       }
-      const givenUp = new Promise<void>((resolve) => gaveUp.signal.addEventListener('abort', () => resolve()))
       await Promise.race([this.#batcher.flush(), givenUp])
     } finally {
       clearTimeout(giveUp)

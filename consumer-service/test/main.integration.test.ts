@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ChannelModel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { assertTopology, deleteTopology, messageProperties, topologyFor } from 'event-contract'
-import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
+import { broker, connectBroker, TcpProxy, uniqueName, waitFor } from '../../test-support/index.js'
 import { freePort, spawnService, terminatedAtStart } from '../../test-support/process.js'
 import { connectDatabase, createTestDatabase, database } from '../../test-support/database.js'
 
@@ -214,5 +214,42 @@ describe('start-up before the database exists', () => {
     expect(waiting).toHaveLength(1)
     expect(waiting[0]).toMatchObject({ level: 40, error: expect.stringContaining(databaseName) })
     expect(JSON.stringify(waiting)).not.toContain('stack')
+  })
+})
+
+describe('SIGTERM with the broker link frozen', () => {
+  const queue = uniqueName('consumer_frozen')
+  let admin: ChannelModel
+  let db: Awaited<ReturnType<typeof createTestDatabase>>
+  let link: TcpProxy
+
+  beforeAll(async () => {
+    admin = await connectBroker()
+    db = await createTestDatabase()
+    link = await new TcpProxy({ host: broker.host, port: broker.port }).start()
+  })
+  afterAll(async () => {
+    await link.stop()
+    const channel = await admin.createChannel()
+    await deleteTopology(channel, topologyFor(queue, 'quorum'))
+    await admin.close()
+    await db.drop()
+  })
+
+  it('exits 0 within 10 s when the broker no longer answers (idle, all acked)', async () => {
+    const proc = run({
+      ...serviceEnv(queue, db.name, await freePort()),
+      RABBITMQ_HOST: link.host,
+      RABBITMQ_PORT: String(link.port),
+      LOG_LEVEL: 'info',
+    })
+    await waitFor(async () => proc.output().includes('"msg":"consuming"'), { what: 'consuming', timeoutMs: 20_000 })
+    link.freeze()
+    const stoppedAt = Date.now()
+    proc.child.kill('SIGTERM')
+    const code = await proc.exited
+    const ms = Date.now() - stoppedAt
+    expect({ code, ms: ms < 10_000 }, proc.output()).toEqual({ code: 0, ms: true })
+    expect(proc.output()).toContain('"msg":"RabbitMQ connection closed"')
   })
 })

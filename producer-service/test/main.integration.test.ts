@@ -1,4 +1,5 @@
 // Integration: the built producer as a process (configuration at boot, shutdown on SIGTERM).
+import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ChannelModel } from 'amqplib'
@@ -86,5 +87,40 @@ describe('SIGTERM', () => {
     const channel = await admin.createChannel()
     expect((await channel.checkQueue(queue)).messageCount).toBe(accepted)
     await channel.close()
+  })
+
+  it('cuts a client still trickling its body, closes the broker connection and exits 0 within 10 s', async () => {
+    const port = await freePort()
+    const proc = run({
+      RABBITMQ_HOST: broker.host,
+      RABBITMQ_PORT: String(broker.port),
+      RABBITMQ_QUEUE: queue,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+    })
+    await waitFor(() => proc.output().includes('"msg":"Server listening'), { what: 'listening', timeoutMs: 20_000 })
+    // A body announced as 200 bytes that arrives one byte every 500 ms: never answered 202.
+    const client = net.connect(port, '127.0.0.1')
+    client.on('error', () => {}) // the producer cuts it: that is the point
+    await new Promise((resolve) => client.once('connect', resolve))
+    client.write(
+      'POST /api/v1/events/track HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        'Content-Length: 200\r\n\r\n{"user_id":',
+    )
+    const drip = setInterval(() => client.write(' '), 500)
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+      const stoppedAt = Date.now()
+      proc.child.kill('SIGTERM')
+      const code = await proc.exited
+      const ms = Date.now() - stoppedAt
+      expect({ code, within10s: ms < 10_000 }, proc.output()).toEqual({ code: 0, within10s: true })
+      expect(proc.output()).toContain('"msg":"cut requests still sending their body at close"')
+      expect(proc.output()).toContain('"msg":"RabbitMQ connection closed"')
+    } finally {
+      clearInterval(drip)
+      client.destroy()
+    }
   })
 })
