@@ -10,8 +10,12 @@ import mysql, {
 import type { Logger } from 'pino'
 import { refusedSession, sessionLost, StoreTimeoutError } from './store-errors.js'
 
-/** Sessions run in UTC and in strict mode, so a bad value is an error, never a silent change. */
-const SESSION_SQL = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+/**
+ * Sessions run in UTC and in strict mode, so a bad value is an error, never a silent change;
+ * and with autocommit, so a stored row is committed when its INSERT returns, whatever the
+ * server's default (autocommit=0 in my.cnf or init_connect would roll acked events back).
+ */
+const SESSION_SQL = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', autocommit = 1"
 /** How long `close()` lets a running query finish before it drops the connections. */
 const CLOSE_TIMEOUT_MS = 2000
 /** The server's max_allowed_packet is read again this often (and before refusing a row). */

@@ -1,10 +1,11 @@
 // Integration: the store's sessions against real MariaDB: bounded through a frozen link (shared
-// server, behind a TcpProxy).
+// server, behind a TcpProxy), and committed on a server whose default is autocommit=0 (private).
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { pino } from 'pino'
 import { TcpProxy, waitFor } from '../../test-support/index.js'
 import { createTestDatabase, database } from '../../test-support/database.js'
+import { PrivateMariadb } from '../../test-support/private-servers.js'
 import { Store, TransientStoreError, type Row } from '../src/store.js'
 
 const logger = pino({ level: 'silent' })
@@ -105,4 +106,38 @@ describe('Store through a frozen database link', () => {
       await proxy.stop()
     }
   })
+})
+
+describe('Store on a server whose default is autocommit=0 (a private MariaDB)', () => {
+  it('commits what it inserts: another session counts every row, and the probe leaves none', async () => {
+    const server = await PrivateMariadb.start()
+    let store: Store | undefined
+    try {
+      await server.sql('SET GLOBAL autocommit = 0')
+      store = new Store({
+        ...server.address,
+        ...server.user,
+        database: server.database,
+        logger,
+      })
+      await store.prepare()
+      await store.prepare() // the probe, in its transaction, on a session of autocommit=0 defaults
+      const rows = Array.from({ length: 10 }, row)
+      expect((await store.insert(rows, (r) => r)).inserted).toBe(10)
+      const count = () =>
+        server.sql<{ n: number; probes: number }[]>(
+          `SELECT COUNT(*) AS n, COALESCE(SUM(event_type = 'probe'), 0) AS probes FROM ${server.database}.user_activities`,
+        )
+      const [seen] = await count()
+      expect(Number(seen?.n)).toBe(10)
+      expect(Number(seen?.probes)).toBe(0)
+      await store.close()
+      store = undefined
+      const [after] = await count()
+      expect(Number(after?.n)).toBe(10)
+    } finally {
+      await store?.close()
+      await server.stop()
+    }
+  }, 180_000)
 })
