@@ -12,10 +12,13 @@ import { refusedSession, sessionLost, StoreTimeoutError } from './store-errors.j
 
 /**
  * Sessions run in UTC and in strict mode, so a bad value is an error, never a silent change;
- * and with autocommit, so a stored row is committed when its INSERT returns, whatever the
- * server's default (autocommit=0 in my.cnf or init_connect would roll acked events back).
+ * and with autocommit, never chaining a transaction on, so a stored row is committed when its
+ * INSERT returns whatever the server's defaults (autocommit=0 in my.cnf or init_connect, or
+ * completion_type=CHAIN after the probe's ROLLBACK, would roll acked events back).
  */
-const SESSION_SQL = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', autocommit = 1"
+const SESSION_SQL =
+  "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', " +
+  "autocommit = 1, completion_type = 'NO_CHAIN'"
 /** How long `close()` lets a running query finish before it drops the connections. */
 const CLOSE_TIMEOUT_MS = 2000
 /** The server's max_allowed_packet is read again this often (and before refusing a row). */
