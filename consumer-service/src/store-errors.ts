@@ -50,6 +50,16 @@ export function refusedSession(err: unknown): boolean {
   return errno !== undefined && SESSION_REFUSALS.has(errno)
 }
 
+/**
+ * True when the connection that got this error is unusable: lost, or its statement timed out.
+ * mysql2 rejects a timed-out query but keeps waiting for its answer, and queues whatever comes
+ * next behind it, where a statement's own timeout has not even started.
+ */
+export function sessionLost(err: unknown): boolean {
+  const { fatal, code } = (err ?? {}) as { fatal?: unknown; code?: unknown }
+  return fatal === true || code === 'PROTOCOL_SEQUENCE_TIMEOUT' || err instanceof StoreTimeoutError
+}
+
 export function classifyFailure(err: unknown): FailureKind {
   const errno = errnoOf(err)
   const { sqlState } = (err ?? {}) as { sqlState?: unknown }
@@ -76,5 +86,14 @@ export class TransientStoreError extends Error {
   constructor(cause: unknown) {
     super(`database unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause })
     this.name = 'TransientStoreError'
+  }
+}
+
+/** A wait on the database that outlasted its bound (a connection from the pool, a close). */
+export class StoreTimeoutError extends Error {
+  readonly code = 'ERR_STORE_TIMEOUT'
+  constructor(what: string, ms: number) {
+    super(`${what} took longer than ${ms} ms`)
+    this.name = 'StoreTimeoutError'
   }
 }

@@ -1,11 +1,24 @@
 // The store's connections to MySQL/MariaDB: a pool whose sessions are replaced when they can
 // no longer do what a new one would (a refused grant, a raised max_allowed_packet).
-import mysql, { type Pool, type PoolConnection, type PoolOptions, type RowDataPacket } from 'mysql2/promise'
+import mysql, {
+  type Connection,
+  type Pool,
+  type PoolConnection,
+  type PoolOptions,
+  type RowDataPacket,
+} from 'mysql2/promise'
 import type { Logger } from 'pino'
-import { refusedSession } from './store-errors.js'
+import { refusedSession, sessionLost, StoreTimeoutError } from './store-errors.js'
 
-/** Sessions run in UTC and in strict mode, so a bad value is an error, never a silent change. */
-const SESSION_SQL = "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+/**
+ * Sessions run in UTC and in strict mode, so a bad value is an error, never a silent change;
+ * and with autocommit, never chaining a transaction on, so a stored row is committed when its
+ * INSERT returns whatever the server's defaults (autocommit=0 in my.cnf or init_connect, or
+ * completion_type=CHAIN after the probe's ROLLBACK, would roll acked events back).
+ */
+const SESSION_SQL =
+  "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', " +
+  "autocommit = 1, completion_type = 'NO_CHAIN'"
 /** How long `close()` lets a running query finish before it drops the connections. */
 const CLOSE_TIMEOUT_MS = 2000
 /** The server's max_allowed_packet is read again this often (and before refusing a row). */
@@ -13,7 +26,12 @@ const PACKET_REREAD_MS = 60_000
 
 export class Sessions {
   readonly #pool: Pool
+  readonly #options: PoolOptions
   readonly #log: Logger
+  /** The bound of each wait: a connection from the pool, the session set-up, a statement. */
+  readonly #timeoutMs: number
+  /** Connections whose session settings are in place. */
+  readonly #ready = new WeakSet<object>()
   /** The pool's open connections, to drop those still busy when closing. */
   readonly #open = new Set<{ destroy(): void; once(event: string, listener: () => void): unknown }>()
   /**
@@ -24,23 +42,22 @@ export class Sessions {
   #generation = 0
   readonly #generationOf = new WeakMap<object, number>()
 
-  constructor(options: PoolOptions, log: Logger) {
+  constructor(options: PoolOptions, log: Logger, timeoutMs: number) {
     this.#log = log
+    this.#options = options
+    this.#timeoutMs = timeoutMs
     this.#pool = mysql.createPool({ ...options, connectionLimit: 4, maxIdle: 4 })
-    // mysql2 runs these before any query on the new connection.
     this.#pool.pool.on('connection', (connection) => {
       this.#open.add(connection)
       this.#generationOf.set(connection, this.#generation)
       connection.once('end', () => this.#open.delete(connection))
-      connection.query(SESSION_SQL, (err: Error | null) => {
-        if (err) this.#log.error({ err }, 'could not set the session time zone and SQL mode')
-      })
     })
   }
 
   /**
    * Runs `use` on a pooled connection of the current packet generation. A connection refused
-   * for a reason its session keeps (see refusedSession) is closed instead of going back.
+   * for a reason its session keeps (see refusedSession), or lost (see sessionLost), is closed
+   * instead of going back.
    */
   async withConnection<R>(use: (connection: PoolConnection) => Promise<R>): Promise<R> {
     const connection = await this.#take()
@@ -49,8 +66,8 @@ export class Sessions {
       connection.release()
       return result
     } catch (err) {
-      if (refusedSession(err)) {
-        this.#log.debug({ error: (err as Error).message }, 'closing a refused database session')
+      if (refusedSession(err) || sessionLost(err)) {
+        this.#log.debug({ error: (err as Error).message }, 'closing a refused or lost database session')
         connection.destroy()
       } else {
         connection.release()
@@ -59,14 +76,88 @@ export class Sessions {
     }
   }
 
-  /** A pooled connection opened under the current max_allowed_packet; older ones are closed. */
+  /**
+   * A pooled connection opened under the current max_allowed_packet (older ones are closed),
+   * its session set up.
+   */
   async #take(): Promise<PoolConnection> {
     // Every stale one is closed on the way, so the pool's size bounds the loop.
     for (let tries = 0; ; tries++) {
-      const connection = await this.#pool.getConnection()
+      const connection = await this.#acquire()
       const generation = this.#generationOf.get(connection.connection) ?? this.#generation
-      if (generation === this.#generation || tries > 8) return connection
+      if (generation === this.#generation || tries > 8) {
+        await this.#setUp(connection)
+        return connection
+      }
       connection.destroy()
+    }
+  }
+
+  /**
+   * The pool's getConnection, bounded: mysql2's pool has no acquire timeout, and its
+   * connectTimeout bounds only a new connection, not the wait for a busy one to come back.
+   */
+  async #acquire(): Promise<PoolConnection> {
+    const pending = this.#pool.getConnection()
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), this.#timeoutMs)))
+    try {
+      const connection = await Promise.race([pending, late])
+      if (connection) return connection
+    } finally {
+      clearTimeout(timer)
+    }
+    // Given up on: should it come after all, it goes back to the pool for the next caller.
+    pending.then(
+      (connection) => connection.release(),
+      (err: unknown) => this.#log.debug({ err }, 'a database connection given up on failed'),
+    )
+    throw new StoreTimeoutError('a database connection from the pool', this.#timeoutMs)
+  }
+
+  /** Sets the session up once; a connection whose set-up failed is closed, never used. */
+  async #setUp(connection: PoolConnection): Promise<void> {
+    if (this.#ready.has(connection.connection)) return
+    try {
+      await connection.query({ sql: SESSION_SQL, timeout: this.#timeoutMs })
+    } catch (err) {
+      this.#log.error({ err }, 'could not set up the database session; closing it')
+      connection.destroy()
+      throw err
+    }
+    this.#ready.add(connection.connection)
+  }
+
+  /** Runs `sql` (statements separated by `;`) on a connection of its own, and closes it. */
+  async runScript(sql: string): Promise<void> {
+    const connection = await mysql.createConnection({ ...this.#options, multipleStatements: true })
+    let lost = false
+    try {
+      await connection.query({ sql, timeout: this.#timeoutMs })
+    } catch (err) {
+      lost = sessionLost(err)
+      throw err
+    } finally {
+      if (lost) connection.destroy()
+      else await this.#end(connection)
+    }
+  }
+
+  /** `end()`, bounded: it waits for the server's answer, and a hung server gives none. */
+  async #end(connection: Connection): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const ended = connection.end().then(
+      () => true,
+      (err: unknown) => {
+        this.#log.debug({ err }, 'closing a database connection failed')
+        return false
+      },
+    )
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_TIMEOUT_MS)))
+    try {
+      if (!(await Promise.race([ended, late]))) connection.destroy()
+    } finally {
+      clearTimeout(timer)
     }
   }
 
@@ -75,7 +166,10 @@ export class Sessions {
     const known = this.#packet
     if (!fresh && known && Date.now() - known.readAt < PACKET_REREAD_MS) return known.bytes
     const bytes = await this.withConnection(async (connection) => {
-      const [rows] = await connection.query<RowDataPacket[]>('SELECT @@GLOBAL.max_allowed_packet AS bytes')
+      const [rows] = await connection.query<RowDataPacket[]>({
+        sql: 'SELECT @@GLOBAL.max_allowed_packet AS bytes',
+        timeout: this.#timeoutMs,
+      })
       return Number(rows[0]?.bytes)
     })
     if (known && known.bytes !== bytes) {
@@ -90,7 +184,8 @@ export class Sessions {
   async ping(timeoutMs = 1000): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))
-    const query = this.#pool.query({ sql: 'SELECT 1', timeout: timeoutMs }).then(
+    // Through withConnection, so that a ping that timed out closes its connection.
+    const query = this.withConnection((connection) => connection.query({ sql: 'SELECT 1', timeout: timeoutMs })).then(
       () => true,
       (err: unknown) => {
         this.#log.debug({ err }, 'database ping failed')

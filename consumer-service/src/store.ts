@@ -10,6 +10,7 @@ import {
   ER_NO_SUCH_TABLE,
   errnoOf,
   RowTooLargeError,
+  sessionLost,
   TransientStoreError,
 } from './store-errors.js'
 import { Sessions } from './store-sessions.js'
@@ -28,7 +29,7 @@ const INSERT_SQL =
   'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) VALUES ? ' +
   'ON DUPLICATE KEY UPDATE event_id = event_id'
 
-/** How long one INSERT may take before it counts as a transient failure. */
+/** How long a statement, or the wait for a pooled connection, may take: then it is transient. */
 const QUERY_TIMEOUT_MS = 30_000
 /** Bytes of a query packet besides the SQL text, with room to spare. */
 const PACKET_OVERHEAD = 1024
@@ -80,6 +81,8 @@ export interface StoreOptions {
   logger: Logger
   /** How often a missing table may be created again (tests shorten it). */
   schemaRetryMs?: number
+  /** The bound of a statement, QUERY_TIMEOUT_MS unless given (tests shorten it). */
+  queryTimeoutMs?: number
 }
 
 /** The database as /health reports it: `failing` answers, but the last write failed. */
@@ -110,24 +113,33 @@ export class Store {
   readonly #log: Logger
   readonly #connection: PoolOptions
   readonly #schemaRetryMs: number
+  readonly #queryTimeoutMs: number
   #schemaApplied = false
   #schemaRecreatedAt = 0
   /** How the last write (an INSERT or the probe) went; undefined before the first. */
   #lastWrite: 'ok' | 'failed' | undefined
 
-  constructor({ logger, schemaRetryMs = SCHEMA_RETRY_MS, ...connection }: StoreOptions) {
+  constructor({
+    logger,
+    schemaRetryMs = SCHEMA_RETRY_MS,
+    queryTimeoutMs = QUERY_TIMEOUT_MS,
+    ...connection
+  }: StoreOptions) {
     this.#log = logger.child({ component: 'store' })
     this.#schemaRetryMs = schemaRetryMs
+    this.#queryTimeoutMs = queryTimeoutMs
     this.#connection = {
       ...connection,
       charset: 'utf8mb4',
       timezone: 'Z',
       connectTimeout: 5000,
       enableKeepAlive: true,
+      // Not the OS default (two hours): an idle connection to a vanished server is found sooner.
+      keepAliveInitialDelay: 10_000,
       // affectedRows then counts new rows only (0 for a duplicate), not rows found.
       flags: ['-FOUND_ROWS'],
     }
-    this.#sessions = new Sessions(this.#connection, this.#log)
+    this.#sessions = new Sessions(this.#connection, this.#log, queryTimeoutMs)
   }
 
   /** Where it stores, for the logs: never the password. */
@@ -150,13 +162,7 @@ export class Store {
 
   /** Creates the table if it is missing (db/init.sql). */
   async applySchema(): Promise<void> {
-    const sql = await readFile(SCHEMA_FILE, 'utf8')
-    const connection = await mysql.createConnection({ ...this.#connection, multipleStatements: true })
-    try {
-      await connection.query(sql)
-    } finally {
-      await connection.end()
-    }
+    await this.#sessions.runScript(await readFile(SCHEMA_FILE, 'utf8'))
   }
 
   /**
@@ -183,11 +189,15 @@ export class Store {
       } catch (err) {
         // The server took the write and refused the probe's values (a narrowed column, say):
         // writes work; what it refuses of real events is dead-lettered as data.
-        if (classifyFailure(err) !== 'data') throw err
+        if (classifyFailure(err) !== 'data') {
+          // A lost session (a timeout) would only queue ROLLBACK behind the hung statement; it
+          // is closed instead, which rolls back.
+          if (!sessionLost(err)) await connection.query({ sql: 'ROLLBACK', timeout: PROBE_TIMEOUT_MS })
+          throw err
+        }
         this.#log.debug({ error: (err as Error).message }, 'the write probe was refused as data')
-      } finally {
-        await connection.query({ sql: 'ROLLBACK', timeout: PROBE_TIMEOUT_MS })
       }
+      await connection.query({ sql: 'ROLLBACK', timeout: PROBE_TIMEOUT_MS })
     })
   }
 
@@ -247,7 +257,7 @@ export class Store {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.#sessions.withConnection(async (connection) => {
-          const [result] = await connection.query<ResultSetHeader>({ sql, timeout: QUERY_TIMEOUT_MS })
+          const [result] = await connection.query<ResultSetHeader>({ sql, timeout: this.#queryTimeoutMs })
           return result
         })
       } catch (err) {
