@@ -209,8 +209,8 @@ export class PrivateMariadb extends PrivateServer {
     await this.sql(`GRANT ALL ON ${this.database}.* TO '${this.user.user}'@'%'`)
   }
 
-  /** One statement as root, on a connection of its own (bounded). */
-  async sql<T = unknown>(statement: string, values: unknown[] = []): Promise<T> {
+  /** A root session (autocommit on, whatever the server's default is made); the caller ends it. */
+  async connect(): Promise<mysql.Connection> {
     const connection = await mysql.createConnection({
       host: '127.0.0.1',
       port: this.address.port,
@@ -219,6 +219,13 @@ export class PrivateMariadb extends PrivateServer {
       connectTimeout: 5000,
       timezone: 'Z',
     })
+    await connection.query({ sql: 'SET SESSION autocommit = 1', timeout: 10_000 })
+    return connection
+  }
+
+  /** One statement as root, on a connection of its own (bounded). */
+  async sql<T = unknown>(statement: string, values: unknown[] = []): Promise<T> {
+    const connection = await this.connect()
     try {
       const [rows] = await connection.query({ sql: statement, values, timeout: 60_000 })
       return rows as T

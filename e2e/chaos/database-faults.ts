@@ -1,4 +1,5 @@
-// Faults of the database: grants revoked, read-only, the table renamed away, the packet limit lowered.
+// Faults of the database: grants revoked, read-only, the table renamed away or its rows locked,
+// sessions without autocommit, the packet limit lowered.
 import { metricValue } from '../../test-support/index.js'
 import type { Cluster, Service } from './cluster.js'
 import { fixed, type Fault } from './faults.js'
@@ -106,6 +107,7 @@ export const databaseFaults: Fault[] = [
     },
     heal: async (c, _t, away) => {
       const db = c.mariadb.database
+      if (typeof away !== 'string') return // not applied
       if (!(await tableRecreated(c))) {
         c.incident(
           'consumers',
@@ -128,6 +130,56 @@ export const databaseFaults: Fault[] = [
       )
       await c.mariadb.sql(`DROP TABLE ${db}.${recreated}`)
     },
+  },
+  {
+    name: 'rows-locked',
+    targets: fixed('mariadb'),
+    resource: () => 'db-table',
+    seconds: [10, 30],
+    // Another session locks every key from '1' up: the INSERTs of most events wait 2 s for the
+    // lock and fail, to be retried, while the write probe (key 0000...) passes. With link drops
+    // meanwhile, each delivery wears towards the delivery limit without being stored.
+    apply: async (c) => {
+      const [row] = await c.mariadb.sql<{ v: number }[]>('SELECT @@GLOBAL.innodb_lock_wait_timeout AS v')
+      await c.mariadb.sql('SET GLOBAL innodb_lock_wait_timeout = 2')
+      await killSessions(c) // the services' new sessions take the 2 s
+      const locker = await c.mariadb.connect()
+      try {
+        await locker.query({ sql: 'START TRANSACTION', timeout: 10_000 })
+        await locker.query({
+          sql: `SELECT COUNT(*) FROM ${c.mariadb.database}.user_activities WHERE event_id >= '1' FOR UPDATE`,
+          timeout: 60_000,
+        })
+      } catch (err) {
+        locker.destroy()
+        await c.mariadb.sql(`SET GLOBAL innodb_lock_wait_timeout = ${Number(row?.v)}`)
+        throw err
+      }
+      return { locker, before: Number(row?.v) }
+    },
+    heal: async (c, _t, state) => {
+      if (!state) return
+      const { locker, before } = state as { locker: import('mysql2/promise').Connection; before: number }
+      // A session that is gone (killed, timed out) has rolled back already.
+      await locker
+        .query({ sql: 'ROLLBACK', timeout: 10_000 })
+        .catch((err: Error) => console.log(`[chaos] rows-locked: the locking session was gone (${err.message})`))
+      locker.destroy()
+      await c.mariadb.sql(`SET GLOBAL innodb_lock_wait_timeout = ${before}`)
+    },
+  },
+  {
+    name: 'autocommit-off',
+    targets: fixed('mariadb'),
+    resource: () => 'db-session-defaults',
+    seconds: [5, 20],
+    // A server whose sessions start with autocommit off: the services' sessions must turn it on,
+    // or every INSERT they make is rolled back when its session ends, after the ack.
+    apply: async (c) => {
+      await c.mariadb.sql('SET GLOBAL autocommit = 0')
+      await killSessions(c)
+    },
+    heal: async (c) => void (await c.mariadb.sql('SET GLOBAL autocommit = 1')),
   },
   {
     name: 'packet-lowered',
