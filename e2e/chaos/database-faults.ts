@@ -69,6 +69,32 @@ async function tableRecreated(c: Cluster): Promise<boolean> {
   return false
 }
 
+/**
+ * RENAME waits for every transaction on the tables, and every statement behind it waits for the
+ * RENAME: so it waits 10 s at most (lock_wait_timeout), and is tried again, for 3 minutes at most;
+ * the sessions in its way are printed, the services' among them.
+ */
+async function swapBack(c: Cluster, rename: string): Promise<void> {
+  for (const giveUp = Date.now() + 180_000; ;) {
+    const session = await c.mariadb.connect()
+    try {
+      await session.query({ sql: 'SET SESSION lock_wait_timeout = 10', timeout: 10_000 })
+      await session.query({ sql: rename, timeout: 30_000 })
+      return
+    } catch (err) {
+      const open = await c.mariadb.sql(
+        "SELECT ID, USER, COMMAND, TIME, STATE, LEFT(INFO, 80) AS INFO FROM information_schema.PROCESSLIST WHERE COMMAND <> 'Daemon'",
+      )
+      console.log(
+        `[chaos ${c.elapsed().toFixed(1)}s] table-renamed: swap back waited: ${(err as Error).message}; sessions: ${JSON.stringify(open)}`,
+      )
+      if (Date.now() > giveUp) throw err
+    } finally {
+      session.destroy()
+    }
+  }
+}
+
 export const databaseFaults: Fault[] = [
   {
     name: 'db-revoke',
@@ -120,7 +146,8 @@ export const databaseFaults: Fault[] = [
       // The renamed table holds nearly every row, the re-created one those of the fault: swap them
       // back at once (the consumers go on writing into the original), then merge the few.
       const recreated = `${away}_recreated`
-      await c.mariadb.sql(
+      await swapBack(
+        c,
         `RENAME TABLE ${db}.user_activities TO ${db}.${recreated}, ${db}.${away} TO ${db}.user_activities`,
       )
       const columns = 'event_id, user_id, event_type, `timestamp`, metadata, created_at'
