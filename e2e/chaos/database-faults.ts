@@ -154,6 +154,8 @@ export const databaseFaults: Fault[] = [
       await c.mariadb.sql(
         `INSERT INTO ${db}.user_activities (${columns}) SELECT ${columns} FROM ${db}.${recreated} ` +
           'ON DUPLICATE KEY UPDATE event_id = user_activities.event_id',
+        [],
+        300_000, // a long fault's rows (100,000 and more) into a table of millions
       )
       await c.mariadb.sql(`DROP TABLE ${db}.${recreated}`)
     },
