@@ -1,11 +1,10 @@
-// Integration: the store's sessions against real MariaDB: bounded through a frozen link (shared
-// server, behind a TcpProxy), and committed whatever the server's transaction defaults (private).
+// Integration: the store's sessions against the real database, bounded through a frozen link (a
+// TcpProxy in front of it). e2e/server-defaults.test.ts has their transaction defaults.
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { pino } from 'pino'
 import { TcpProxy, waitFor } from '../../test-support/index.js'
 import { createTestDatabase, database } from '../../test-support/database.js'
-import { PrivateMariadb } from '../../test-support/private-servers.js'
 import { Store, TransientStoreError, type Row } from '../src/store.js'
 
 const logger = pino({ level: 'silent' })
@@ -39,7 +38,14 @@ describe('Store through a frozen database link', () => {
   it('rejects an insert within the query timeout, and stores once the link is back', async () => {
     const proxy = await new TcpProxy(database).start()
     const queryTimeoutMs = 1500
-    const store = new Store({ ...database, port: proxy.port, database: db.name, logger, queryTimeoutMs })
+    const store = new Store({
+      ...database,
+      host: proxy.host,
+      port: proxy.port,
+      database: db.name,
+      logger,
+      queryTimeoutMs,
+    })
     try {
       // Warm: the schema and the probe ran, a session is idle; max_allowed_packet not read yet.
       await store.prepare()
@@ -76,7 +82,14 @@ describe('Store through a frozen database link', () => {
 
   it('bounds the write probe when the link hangs inside its transaction', async () => {
     const proxy = await new TcpProxy(database).start()
-    const store = new Store({ ...database, port: proxy.port, database: db.name, logger, queryTimeoutMs: 1500 })
+    const store = new Store({
+      ...database,
+      host: proxy.host,
+      port: proxy.port,
+      database: db.name,
+      logger,
+      queryTimeoutMs: 1500,
+    })
     try {
       await store.prepare()
       // 1 byte/s from now: START TRANSACTION passes, the probe's INSERT waits half a minute.
@@ -95,7 +108,14 @@ describe('Store through a frozen database link', () => {
     // 1 byte/s from the client: the handshake passes, the schema's statements then wait minutes.
     const proxy = await new TcpProxy(database, { bytesPerSecond: 1 }).start()
     const queryTimeoutMs = 1500
-    const store = new Store({ ...database, port: proxy.port, database: db.name, logger, queryTimeoutMs })
+    const store = new Store({
+      ...database,
+      host: proxy.host,
+      port: proxy.port,
+      database: db.name,
+      logger,
+      queryTimeoutMs,
+    })
     try {
       const outcome = await settledWithin(store.applySchema(), queryTimeoutMs + 4000)
       expect(outcome, 'applySchema is still pending').toBeDefined()
@@ -106,40 +126,4 @@ describe('Store through a frozen database link', () => {
       await proxy.stop()
     }
   })
-})
-
-// Each would leave the store's INSERTs in a transaction never committed: CHAIN through the
-// probe's ROLLBACK, which starts the next transaction at once.
-describe.each(['autocommit = 0', "completion_type = 'CHAIN'"])('Store on a private MariaDB with %s', (setting) => {
-  it('commits what it inserts: another session counts every row, and the probe leaves none', async () => {
-    const server = await PrivateMariadb.start()
-    let store: Store | undefined
-    try {
-      await server.sql(`SET GLOBAL ${setting}`)
-      store = new Store({
-        ...server.address,
-        ...server.user,
-        database: server.database,
-        logger,
-      })
-      await store.prepare()
-      await store.prepare() // the probe, in its transaction, on a session of those defaults
-      const rows = Array.from({ length: 10 }, row)
-      expect((await store.insert(rows, (r) => r)).inserted).toBe(10)
-      const count = () =>
-        server.sql<{ n: number; probes: number }[]>(
-          `SELECT COUNT(*) AS n, COALESCE(SUM(event_type = 'probe'), 0) AS probes FROM ${server.database}.user_activities`,
-        )
-      const [seen] = await count()
-      expect(Number(seen?.n)).toBe(10)
-      expect(Number(seen?.probes)).toBe(0)
-      await store.close()
-      store = undefined
-      const [after] = await count()
-      expect(Number(after?.n)).toBe(10)
-    } finally {
-      await store?.close()
-      await server.stop()
-    }
-  }, 180_000)
 })
