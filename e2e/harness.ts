@@ -1,12 +1,12 @@
 // The whole system for end-to-end tests: the built producer and consumer as processes, on a
 // queue and a database of the test's own, with the probes the tests judge the promise by.
-import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { RowDataPacket } from 'mysql2/promise'
 import { deleteTopology, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor, type Address } from '../test-support/index.js'
 import { connectDatabase, createTestDatabase, database } from '../test-support/database.js'
 import { freePort, spawnService, type ServiceProcess } from '../test-support/process.js'
+export { shippedNodeOptions } from '../test-support/process.js'
 
 const producerMain = fileURLToPath(new URL('../producer-service/dist/main.js', import.meta.url))
 const consumerMain = fileURLToPath(new URL('../consumer-service/dist/main.js', import.meta.url))
@@ -247,14 +247,6 @@ export function verdict(accepted: Set<string>, storedIds: string[]) {
 export function acceptedIds(outcomes: PostOutcome[]): Set<string> {
   const accepted = outcomes.filter((o) => o.status === 202)
   return new Set(accepted.flatMap((o) => o.eventIds ?? (o.eventId ? [o.eventId] : [])))
-}
-
-/** NODE_OPTIONS of a service's `npm start` (its heap cap), so that a test runs it as shipped. */
-export function shippedNodeOptions(service: 'producer-service' | 'consumer-service'): string {
-  const pkg = JSON.parse(readFileSync(new URL(`../${service}/package.json`, import.meta.url), 'utf8')) as {
-    scripts: { start: string }
-  }
-  return (pkg.scripts.start.match(/--max-(old|semi)-space-size=\d+/g) ?? []).join(' ')
 }
 
 export function event(i: number) {

@@ -72,3 +72,11 @@ export async function terminatedAtStart(
   if (code === 'timeout') await proc.stop('SIGKILL')
   return { code: code === 'timeout' ? null : code, signal: proc.child.signalCode, output: proc.output() }
 }
+
+/** NODE_OPTIONS of a service's `npm start` (its heap cap), so that a test runs it as shipped. */
+export function shippedNodeOptions(service: 'producer-service' | 'consumer-service'): string {
+  const pkg = JSON.parse(readFileSync(new URL(`../${service}/package.json`, import.meta.url), 'utf8')) as {
+    scripts: { start: string }
+  }
+  return (pkg.scripts.start.match(/--max-(old|semi)-space-size=\d+/g) ?? []).join(' ')
+}

@@ -1,24 +1,44 @@
 // The soak's world: private servers, two producers and two consumers each behind its own
 // proxies, a supervisor that restarts what the schedule killed, and the samples the verdict needs.
-import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { TcpProxy, metricValue, waitFor } from '../../test-support/index.js'
-import { freePort, rssBytes, spawnService, type ServiceProcess } from '../../test-support/process.js'
+import {
+  freePort,
+  rssBytes,
+  shippedNodeOptions,
+  spawnService,
+  type ServiceProcess,
+} from '../../test-support/process.js'
 import { PrivateMariadb, PrivateRabbit, PrivateRedis } from '../../test-support/private-servers.js'
 
 const producerMain = fileURLToPath(new URL('../../producer-service/dist/main.js', import.meta.url))
-/** The node flags a service's `npm start` runs it with (its heap cap, as shipped). */
-function shippedFlags(service: 'producer' | 'consumer'): string {
-  const manifest = fileURLToPath(new URL(`../../${service}-service/package.json`, import.meta.url))
-  const start = (JSON.parse(readFileSync(manifest, 'utf8')) as { scripts?: { start?: string } }).scripts?.start ?? ''
-  const match = /^node((?: --[\w-]+(?:=\S+)?)*) dist\/main\.js$/.exec(start)
-  if (!match) throw new Error(`${manifest}: start script "${start}" is not "node [flags] dist/main.js"`)
-  return (match[1] ?? '').trim()
-}
 const consumerMain = fileURLToPath(new URL('../../consumer-service/dist/main.js', import.meta.url))
 
 export const QUEUE = 'chaos_events'
-export const RSS_BOUND = { producer: 160 * 1024 * 1024, consumer: 220 * 1024 * 1024 }
+const MiB = 2 ** 20
+/** Node 20's semi-space on 64-bit hosts when --max-semi-space-size is not given. */
+const DEFAULT_SEMI_SPACE_MIB = 16
+/** What each service holds outside the V8 heap by its default settings (see its config.ts). */
+const BYTE_BUDGETS_MIB = {
+  // BODY_MAX_IN_FLIGHT_BYTES and PUBLISH_MAX_IN_FLIGHT_BYTES
+  producer: 16 + 20,
+  // CONSUMER_MAX_IN_HAND_BYTES
+  consumer: 32,
+}
+
+/**
+ * The resident memory a service's own settings allow on top of what it used idle: its old space
+ * cap, a young generation of three semi-spaces (two, and as much again for large new objects),
+ * and its byte budgets. Read from the flags it ships with, so that the bound follows them.
+ */
+export function rssAllowance(kind: 'producer' | 'consumer'): number {
+  const flags = shippedNodeOptions(`${kind}-service`)
+  const flag = (name: string) => Number(new RegExp(`--${name}=(\\d+)`).exec(flags)?.[1] ?? NaN)
+  const oldSpace = flag('max-old-space-size')
+  if (!Number.isFinite(oldSpace)) throw new Error(`${kind}: its start script sets no --max-old-space-size`)
+  const semiSpace = Number.isFinite(flag('max-semi-space-size')) ? flag('max-semi-space-size') : DEFAULT_SEMI_SPACE_MIB
+  return (oldSpace + 3 * semiSpace + BYTE_BUDGETS_MIB[kind]) * MiB
+}
 
 /** Something a service did that the schedule did not ask for, or did wrong. */
 export interface Incident {
@@ -33,6 +53,8 @@ export class Service {
   /** The schedule's signals in flight: an exit that follows one is expected. */
   expectedExit: NodeJS.Signals | undefined
   maxRss = 0
+  /** RSS once it first answered healthy, before any load: code, modules, native buffers. */
+  idleRss = 0
   restarts = 0
   readonly brokerLink: TcpProxy
   readonly databaseLink: TcpProxy | undefined
@@ -74,7 +96,7 @@ export class Service {
       this.kind === 'producer'
         ? {
             ...broker,
-            NODE_OPTIONS: shippedFlags('producer'),
+            NODE_OPTIONS: shippedNodeOptions('producer-service'),
             HOST: '127.0.0.1',
             PORT: String(this.port),
             RATE_LIMIT_MAX: '10000000',
@@ -82,7 +104,7 @@ export class Service {
           }
         : {
             ...broker,
-            NODE_OPTIONS: shippedFlags('consumer'),
+            NODE_OPTIONS: shippedNodeOptions('consumer-service'),
             MYSQL_HOST: '127.0.0.1',
             MYSQL_PORT: String(this.databaseLink?.port),
             MYSQL_USER: c.mariadb.user.user,
@@ -199,6 +221,7 @@ export class Cluster {
       for (const service of cluster.services) {
         await service.start()
         await waitFor(() => service.healthy(), { timeoutMs: 60_000, what: `${service.name} healthy` })
+        service.idleRss = rssBytes(service.process?.child.pid as number)
       }
       cluster.#sampler = setInterval(() => cluster.services.forEach((s) => s.sample()), 1000)
     } catch (err) {
