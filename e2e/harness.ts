@@ -91,6 +91,20 @@ export class System {
     this.#consumerEnv = { ...this.#consumerEnv, ...env }
     this.consumer = spawnService(consumerMain, this.#consumerEnv)
     await waitFor(() => this.healthy(this.consumerHealth), { what: 'the consumer to be healthy', timeoutMs: 15_000 })
+    // Healthy is connected; it subscribes once its write probe succeeded, a moment later (later
+    // still on a busy machine): a test that cuts the database next must not cut it before that.
+    await waitFor(async () => (await this.queueConsumers()) > 0, { what: 'the consumer subscribed', timeoutMs: 15_000 })
+  }
+
+  /** Consumers subscribed to the queue, as RabbitMQ counts them. */
+  async queueConsumers(): Promise<number> {
+    const connection = await connectBroker()
+    try {
+      const channel = await connection.createChannel()
+      return (await channel.checkQueue(this.queue)).consumerCount
+    } finally {
+      await connection.close()
+    }
   }
 
   async healthy(url: string): Promise<boolean> {
