@@ -6,14 +6,16 @@ import { readConfig } from './config.js'
 import { buildHealthApp } from './health.js'
 import { createConsumerMetrics, observeWorker } from './metrics.js'
 import { Store } from './store.js'
+import { logSummaries } from './summary.js'
 import { Worker } from './worker.js'
 
 const config = configOrExit(readConfig)
 const logger = createLogger('consumer-service', config.LOG_LEVEL)
 const store = Store.fromConfig(config, logger)
 const metrics = config.METRICS_ENABLED ? createConsumerMetrics() : undefined
-const worker = new Worker({ config, store, logger, metrics })
+const worker = new Worker({ config, store, logger })
 if (metrics) observeWorker(metrics, worker)
+const summaries = logSummaries(worker, logger.child({ component: 'worker' }))
 
 // Before anything that awaits: a SIGTERM while starting up closes what has started, and exits 0.
 let health: FastifyInstance | undefined = undefined
@@ -25,6 +27,7 @@ closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
   // Within the 10 s: 4 s for the cancel and the batches, 3 s for the broker's close, then the
   // health server (1.25 s) beside the pool (2 s for a database query still running): 9 s.
   await worker.stop(4000)
+  summaries.close()
   await Promise.all([
     health && probes && closeBounded(health, { tracker: probes, logger, unreadGraceMs: 500, forceMs: 1000 }),
     store.close(),

@@ -1,6 +1,7 @@
 // The consumer's Prometheus metrics (GET /metrics on the health port): what it stores, what it
 // dead-letters and why, how the database answers, and how deep its queues are.
 import client from 'prom-client'
+import type { WorkerEmitter } from './worker-events.js'
 
 /** How often at most the queue depths are asked of RabbitMQ (a scrape in between reuses them). */
 const DEPTH_POLL_MS = 5000
@@ -75,7 +76,19 @@ export interface WorkerGauges {
   queueDepths(): Promise<{ main: number; deadLetter: number }>
 }
 
-export function observeWorker(metrics: ConsumerMetrics, worker: WorkerGauges): void {
+/** Counts the worker's events, and reads its gauges at scrape time. */
+export function observeWorker(metrics: ConsumerMetrics, worker: WorkerGauges & WorkerEmitter): void {
+  worker.on('stored', ({ inserted, duplicates, rows, seconds }) => {
+    metrics.stored.inc(inserted)
+    metrics.duplicates.inc(duplicates)
+    metrics.batches.inc()
+    metrics.batchSize.observe(rows)
+    metrics.insertSeconds.observe(seconds)
+  })
+  worker.on('deadLettered', ({ kind, count }) => metrics.deadLettered.inc({ kind }, count))
+  worker.on('deadLetterRefused', ({ reason, count }) => metrics.deadLetterRefusals.inc({ reason }, count))
+  worker.on('retrying', () => metrics.retries.inc())
+  worker.on('requeued', () => metrics.requeued.inc())
   const registers = [metrics.registry]
   new client.Gauge({
     name: 'consumer_batches_held',

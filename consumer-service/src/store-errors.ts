@@ -97,3 +97,13 @@ export class StoreTimeoutError extends Error {
     this.name = 'StoreTimeoutError'
   }
 }
+
+/** One line of why a database operation failed: its code and message, without a stack. */
+export function describeFailure(err: unknown): { error: string; code?: string } {
+  const cause = err instanceof TransientStoreError ? err.cause : err
+  const code = (cause as { code?: unknown } | null)?.code
+  return {
+    error: cause instanceof Error ? cause.message : String(cause),
+    ...(typeof code === 'string' ? { code } : {}),
+  }
+}

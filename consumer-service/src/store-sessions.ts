@@ -9,6 +9,7 @@ import mysql, {
 } from 'mysql2/promise'
 import type { Logger } from 'pino'
 import { refusedSession, sessionLost, StoreTimeoutError } from './store-errors.js'
+import { orAfter } from './timing.js'
 
 /**
  * Sessions run in UTC and in strict mode, so a bad value is an error, never a silent change;
@@ -99,14 +100,8 @@ export class Sessions {
    */
   async #acquire(): Promise<PoolConnection> {
     const pending = this.#pool.getConnection()
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), this.#timeoutMs)))
-    try {
-      const connection = await Promise.race([pending, late])
-      if (connection) return connection
-    } finally {
-      clearTimeout(timer)
-    }
+    const connection = await orAfter(pending, this.#timeoutMs, undefined)
+    if (connection) return connection
     // Given up on: should it come after all, it goes back to the pool for the next caller.
     pending.then(
       (connection) => connection.release(),
@@ -145,7 +140,6 @@ export class Sessions {
 
   /** `end()`, bounded: it waits for the server's answer, and a hung server gives none. */
   async #end(connection: Connection): Promise<void> {
-    let timer: NodeJS.Timeout | undefined
     const ended = connection.end().then(
       () => true,
       (err: unknown) => {
@@ -153,12 +147,7 @@ export class Sessions {
         return false
       },
     )
-    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_TIMEOUT_MS)))
-    try {
-      if (!(await Promise.race([ended, late]))) connection.destroy()
-    } finally {
-      clearTimeout(timer)
-    }
+    if (!(await orAfter(ended, CLOSE_TIMEOUT_MS, false))) connection.destroy()
   }
 
   /** The server's max_allowed_packet: read again every PACKET_REREAD_MS, or now if `fresh`. */
@@ -182,8 +171,6 @@ export class Sessions {
 
   /** True when the database answers within `timeoutMs`. */
   async ping(timeoutMs = 1000): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))
     // Through withConnection, so that a ping that timed out closes its connection.
     const query = this.withConnection((connection) => connection.query({ sql: 'SELECT 1', timeout: timeoutMs })).then(
       () => true,
@@ -192,16 +179,11 @@ export class Sessions {
         return false
       },
     )
-    try {
-      return await Promise.race([query, timeout])
-    } finally {
-      clearTimeout(timer)
-    }
+    return orAfter(query, timeoutMs, false)
   }
 
   /** Closes the pool; a query still running after a grace (a hung database) is dropped. */
   async close(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined
     const ended = this.#pool.end().then(
       () => true,
       (err: unknown) => {
@@ -210,13 +192,8 @@ export class Sessions {
         return true
       },
     )
-    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_TIMEOUT_MS)))
-    try {
-      if (await Promise.race([ended, late])) return
-      this.#log.warn({ connections: this.#open.size }, 'database queries still running at close; dropping them')
-      for (const connection of this.#open) connection.destroy()
-    } finally {
-      clearTimeout(timer)
-    }
+    if (await orAfter(ended, CLOSE_TIMEOUT_MS, false)) return
+    this.#log.warn({ connections: this.#open.size }, 'database queries still running at close; dropping them')
+    for (const connection of this.#open) connection.destroy()
   }
 }

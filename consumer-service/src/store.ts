@@ -17,6 +17,7 @@ import { Sessions } from './store-sessions.js'
 
 export {
   classifyFailure,
+  describeFailure,
   RowTooLargeError,
   TransientStoreError,
   refusedSession,

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { QueueMessage } from 'event-contract'
 import { classifyFailure, RowTooLargeError, toRow } from '../src/store.js'
-import { backoffDelay } from '../src/worker.js'
 
 const message: QueueMessage = {
   event_id: '0195d3a0-1b2c-7d3e-8f40-123456789abc',
@@ -65,17 +64,5 @@ describe('classifyFailure', () => {
     [undefined, undefined, 'ECONNREFUSED'],
   ])('errno %s, SQLSTATE %s (%s) is transient: hold and retry', (errno, sqlState) => {
     expect(classifyFailure(Object.assign(new Error('x'), { errno, sqlState, code: 'X' }))).toBe('transient')
-  })
-})
-
-describe('backoffDelay', () => {
-  it('grows exponentially from 100 ms', () => {
-    const mid = () => 0.5
-    expect([0, 1, 2, 3].map((attempt) => backoffDelay(attempt, 30_000, mid))).toEqual([100, 200, 400, 800])
-  })
-
-  it('is capped', () => {
-    expect(backoffDelay(50, 30_000, () => 1)).toBe(30_000)
-    expect(backoffDelay(50, 30_000, () => 0)).toBe(24_000)
   })
 })
