@@ -1,39 +1,21 @@
 // Builds the HTTP API. Never listens: main.ts does, and tests use app.inject.
-import Fastify, {
-  errorCodes,
-  LogController,
-  type FastifyBaseLogger,
-  type FastifyError,
-  type FastifyReply,
-  type FastifyRequest,
-} from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify'
 import compress from '@fastify/compress'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import secureJson from 'secure-json-parse'
 import Type from 'typebox'
-import type { QueueMessage } from 'event-contract'
-import { bodyBudget } from './body-budget.js'
-import { PublishError, type PublishErrorCode } from './errors.js'
-import { EventValidationError, eventRoutes, INVALID_EVENT_MESSAGE, UNSUPPORTED_CHARSET } from './events.js'
-import { metricsPlugin, observePublisher, type ProducerMetrics } from './metrics.js'
+import { eventRoutes } from './events.js'
+import type { ProducerMetrics } from './metrics.js'
+import bodyBudget from './plugins/body-budget.js'
+import errorHandler from './plugins/error-handler.js'
+import jsonBody from './plugins/json-body.js'
+import metricsPlugin from './plugins/metrics.js'
+import securityPlugin, { keyFingerprintOf, type SecurityOptions } from './plugins/security.js'
 import type { EventPublisher } from './publisher.js'
-import {
-  INGESTION_ROUTES,
-  keyFingerprintOf,
-  RateLimitedError,
-  secure,
-  UnauthorizedError,
-  WWW_AUTHENTICATE,
-  type SecurityOptions,
-} from './security.js'
 
-export { INVALID_EVENT_MESSAGE }
-export const QUEUE_FAILED_MESSAGE = 'Failed to queue event'
-/** Seconds a client is told to wait after a 503. */
-export const RETRY_AFTER_SECONDS = 1
-const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+export { INVALID_EVENT_MESSAGE } from './errors.js'
+export { QUEUE_FAILED_MESSAGE, RETRY_AFTER_SECONDS } from './plugins/error-handler.js'
 
 export interface AppOptions {
   publisher: EventPublisher
@@ -52,16 +34,6 @@ export interface AppOptions {
   /** Longest wait for a whole request (408 and closed after), and for its headers. */
   requestTimeoutMs?: number
   headersTimeoutMs?: number
-}
-
-/** Why events were not queued (a PublishError's code and cause), for the request's log line. */
-const failures = new WeakMap<FastifyRequest, { error: PublishErrorCode; cause?: string }>()
-
-/** The event_id (or, for a batch, the event_ids) a request's validated body carries. */
-function eventIdsOf(request: FastifyRequest): { event_id?: string } | { event_ids: string[] } {
-  const body = request.body as QueueMessage | QueueMessage[] | undefined
-  if (Array.isArray(body)) return { event_ids: body.map((message) => message.event_id) }
-  return typeof body?.event_id === 'string' ? { event_id: body.event_id } : {}
 }
 
 /**
@@ -86,7 +58,7 @@ class OneLinePerRequest extends LogController {
       ms: reply.elapsedTime,
       ...about,
       ...(keyFingerprintOf(request) ? { key: keyFingerprintOf(request) } : {}),
-      ...failures.get(request),
+      ...request.publishFailure,
     }
     if (reply.statusCode >= 500) reply.log.warn(line, 'request')
     else reply.log.info(line, 'request')
@@ -130,32 +102,8 @@ export async function buildApp({
     closing = true
   })
 
-  // Only JSON is an event: without its text/plain parser Fastify answers 415 for the rest.
-  app.removeContentTypeParser('text/plain')
-  // Fastify's own JSON parser, except that it says why a body with a prototype-poisoning key
-  // (`__proto__`, `constructor.prototype`) is refused instead of calling it malformed JSON.
-  app.removeContentTypeParser('application/json')
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    if (body.length === 0) return done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY(), undefined)
-    metrics?.bodyBytes.observe(Buffer.byteLength(body))
-    try {
-      done(null, secureJson.parse(body, { protoAction: 'error', constructorAction: 'error' }))
-    } catch (err) {
-      if (!(err instanceof SyntaxError) || !/prototype property/.test(err.message)) {
-        return done(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY(), undefined)
-      }
-      done(
-        new EventValidationError([
-          {
-            loc: ['body'],
-            msg: 'Value error, object keys "__proto__" and "constructor" with "prototype" are not allowed',
-            type: 'value_error',
-          },
-        ]),
-        undefined,
-      )
-    }
-  })
+  // Only JSON is an event, parsed safely.
+  await app.register(jsonBody, { onBodyBytes: metrics && ((bytes) => metrics.bodyBytes.observe(bytes)) })
   // Compressed request bodies; the body limits apply to what they inflate to, counted as it
   // streams, so a small body that inflates past them (a zip bomb) is cut off there: a 413.
   // Answers are small and stay uncompressed.
@@ -189,93 +137,12 @@ export async function buildApp({
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
 
-  app.setErrorHandler((err: FastifyError | Error, request, reply) => {
-    if (err instanceof EventValidationError) {
-      return reply.code(400).send({ detail: err.details, message: INVALID_EVENT_MESSAGE })
-    }
-    if (err instanceof UnauthorizedError) {
-      return reply
-        .code(401)
-        .header('www-authenticate', WWW_AUTHENTICATE)
-        .send({
-          detail: `${err.message}: send it as Authorization: Bearer <key>, Authorization: Basic base64(<key>:) or X-API-Key: <key>`,
-          message: 'Unauthorized',
-        })
-    }
-    if (err instanceof RateLimitedError) {
-      return reply.code(429).send({ detail: err.message, message: 'Too many requests' })
-    }
-    if (err instanceof PublishError) {
-      const cause = err.cause instanceof Error ? { cause: err.cause.message } : {}
-      failures.set(request, { error: err.code, ...cause })
-      if (err.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
-      // The event_id(s) of the validated body: retrying with them stores each event once.
-      const ids = eventIdsOf(request)
-      const batch = 'event_ids' in ids || request.routeOptions.url === '/api/v1/events/batch'
-      const message = batch ? 'Failed to queue events' : QUEUE_FAILED_MESSAGE
-      return reply.code(err.statusCode).send({ detail: err.detail, message, ...ids })
-    }
-    const bodyError = (msg: string, type: string) =>
-      reply.code(400).send({ detail: [{ loc: ['body'], msg, type }], message: INVALID_EVENT_MESSAGE })
-    const unsupported = (detail: string) => reply.code(415).send({ detail, message: 'Unsupported media type' })
-    switch ('code' in err ? err.code : undefined) {
-      case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-        return bodyError('Field required', 'missing')
-      case 'FST_ERR_CTP_INVALID_JSON_BODY':
-        return bodyError('JSON decode error', 'json_invalid')
-      case 'FST_CP_ERR_INVALID_CONTENT':
-        return bodyError(
-          `Could not decompress the body as ${String(request.headers['content-encoding'])}`,
-          'value_error',
-        )
-      case 'FST_ERR_CTP_BODY_TOO_LARGE':
-        return reply.code(413).send({
-          detail: `Request body is larger than ${request.routeOptions.bodyLimit ?? bodyLimit} bytes`,
-          message: 'Payload too large',
-        })
-      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-        return unsupported('Content-Type must be application/json')
-      case UNSUPPORTED_CHARSET:
-        return unsupported('The body must be UTF-8 encoded JSON')
-      case 'FST_CP_ERR_INVALID_CONTENT_ENCODING':
-        return unsupported(
-          `Content-Encoding ${String(request.headers['content-encoding'])} is not supported: use gzip, deflate or br`,
-        )
-    }
-    const statusCode = 'statusCode' in err && typeof err.statusCode === 'number' ? err.statusCode : 500
-    // A 400 takes the validation shape the routes document (a list of details); other 4xx a string.
-    if (statusCode === 400) return bodyError(err.message, 'value_error')
-    if (statusCode > 400 && statusCode < 500) {
-      return reply.code(statusCode).send({ detail: err.message, message: 'Bad request' })
-    }
-    request.log.error({ err }, 'request failed')
-    return reply.code(500).send({ detail: 'Internal server error', message: 'Internal server error' })
-  })
-
-  app.setNotFoundHandler((request, reply) => {
-    // A known path with another method is a 405 with Allow, as FastAPI answers.
-    const url = request.url.split('?')[0] as string
-    const allowed = HTTP_METHODS.filter((method) => app.hasRoute({ method, url }))
-    if (allowed.length === 0) return reply.code(404).send({ detail: 'Not Found' })
-    return reply.code(405).header('allow', allowed.join(', ')).send({ detail: 'Method Not Allowed' })
-  })
-
+  await app.register(errorHandler)
   // First of the hooks: a request refused for want of room is refused before anything else runs.
-  const bodyBytesHeld = bodyBudget(app, { maxBytes: bodyMaxInFlightBytes, routes: INGESTION_ROUTES })
-
-  if (metrics) {
-    observePublisher(metrics, publisher)
-    metricsPlugin(app, metrics, (request) => failures.get(request)?.error, bodyBytesHeld)
-  }
-
-  const routeConfig = await secure(
-    app,
-    { ...security, onStoreError: () => metrics?.rateLimitStoreErrors.inc() },
-    logger,
-  )
-
-  eventRoutes(app, {
-    routeConfig,
+  await app.register(bodyBudget, { maxBytes: bodyMaxInFlightBytes })
+  if (metrics) await app.register(metricsPlugin, { metrics, publisher })
+  await app.register(securityPlugin, { ...security, onStoreError: () => metrics?.rateLimitStoreErrors.inc() })
+  await app.register(eventRoutes, {
     secured,
     publisher,
     batch: { maxEvents: batchMaxEvents, maxEventBytes: bodyLimit, bodyLimit: batchBodyLimit },

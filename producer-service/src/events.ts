@@ -1,29 +1,19 @@
 // The ingestion routes: one event (/track) or many (/batch), each answered 202 only once RabbitMQ
 // has confirmed what it was given.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { parseBatch, parseEvent, type BatchLimits, type QueueMessage, type ValidationDetail } from 'event-contract'
+import { parseBatch, parseEvent, type BatchLimits, type ValidationDetail, type QueueMessage } from 'event-contract'
 import { batchResponses, BatchBody, trackResponses, TrackBody } from './docs.js'
-import { PublishError } from './errors.js'
+import { EventValidationError, publishError, UnsupportedCharsetError } from './errors.js'
 import type { EventPublisher } from './publisher.js'
 
-export const INVALID_EVENT_MESSAGE = 'Invalid UserActivityEvent payload'
-export const UNSUPPORTED_CHARSET = 'ERR_UNSUPPORTED_CHARSET'
-
-/** A body that is not a valid event or batch: 400 with FastAPI's `detail` entries. */
-export class EventValidationError extends Error {
-  readonly statusCode = 400
-  constructor(readonly details: ValidationDetail[]) {
-    super(INVALID_EVENT_MESSAGE)
-  }
-}
+/** The routes that take events: the body budget, the write keys, the rate limit and the event metrics apply to them. */
+export const INGESTION_ROUTES: ReadonlySet<string> = new Set(['/api/v1/events/track', '/api/v1/events/batch'])
 
 export interface EventRoutesOptions {
   publisher: EventPublisher
   batch: BatchLimits & { bodyLimit: number }
   /** True once the service is closing: new events get the documented 503. */
   closing: () => boolean
-  /** Route config of the ingestion routes (the rate limit's). */
-  routeConfig?: Record<string, unknown>
   /** Whether the routes need a write key (declared in the OpenAPI document). */
   secured?: boolean
 }
@@ -32,7 +22,7 @@ export interface EventRoutesOptions {
 async function utf8Only(request: FastifyRequest): Promise<void> {
   const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(request.headers['content-type'] ?? '')?.[1]
   if (charset && !/^utf-?8$/i.test(charset)) {
-    throw Object.assign(new Error(`charset ${charset} is not supported`), { code: UNSUPPORTED_CHARSET })
+    throw new UnsupportedCharsetError(charset)
   }
 }
 
@@ -44,10 +34,12 @@ function validatorOf<T>(parse: (body: unknown) => { ok: true; value: T } | { ok:
   }
 }
 
-export function eventRoutes(
+/** The routes, as a plugin registered after `security` (whose rate limit they carry). */
+export async function eventRoutes(
   app: FastifyInstance,
-  { publisher, batch, closing, routeConfig = {}, secured = false }: EventRoutesOptions,
-): void {
+  { publisher, batch, closing, secured = false }: EventRoutesOptions,
+): Promise<void> {
+  const routeConfig = app.ingestionRouteConfig
   const schemes: { [scheme: string]: string[] }[] = [{ bearerAuth: [] }, { basicAuth: [] }, { apiKey: [] }]
   const security = secured ? { security: schemes } : {}
   app.post(
@@ -66,7 +58,7 @@ export function eventRoutes(
     },
     async (request, reply) => {
       const message = request.body as QueueMessage
-      if (closing()) throw new PublishError('SHUTTING_DOWN')
+      if (closing()) throw publishError('SHUTTING_DOWN')
       await publisher.publish(message)
       return reply
         .code(202)
@@ -93,7 +85,7 @@ export function eventRoutes(
     },
     async (request, reply) => {
       const messages = request.body as QueueMessage[]
-      if (closing()) throw new PublishError('SHUTTING_DOWN')
+      if (closing()) throw publishError('SHUTTING_DOWN')
       await publisher.publishBatch(messages)
       return reply.code(202).send({
         status: 'accepted',

@@ -6,7 +6,7 @@ import { buildApp } from './app.js'
 import { readConfig } from './config.js'
 import { createProducerMetrics } from './metrics.js'
 import { AmqpPublisher } from './publisher.js'
-import { securityFromConfig } from './security.js'
+import { securityFromConfig } from './plugins/security.js'
 
 const config = configOrExit(readConfig)
 const logger = createLogger('producer-service', config.LOG_LEVEL)

@@ -1,6 +1,5 @@
 // The producer's Prometheus metrics (GET /metrics): every request and every event counted, by
 // outcome; labels of small fixed sets only (never an event_type or a user_id).
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import client from 'prom-client'
 import type { PublishErrorCode } from './errors.js'
 import type { EventPublisher } from './publisher.js'
@@ -18,7 +17,7 @@ export type RejectReason =
   | 'overloaded'
   | 'shutting_down'
 
-const PUBLISH_REASONS: Record<PublishErrorCode, RejectReason> = {
+export const PUBLISH_REASONS: Record<PublishErrorCode, RejectReason> = {
   BROKER_UNAVAILABLE: 'broker_unavailable',
   BROKER_NACK: 'broker_rejected',
   BROKER_UNROUTABLE: 'broker_rejected',
@@ -30,7 +29,7 @@ const PUBLISH_REASONS: Record<PublishErrorCode, RejectReason> = {
   BODIES_OVERLOADED: 'overloaded',
 }
 
-const STATUS_REASONS: Record<number, RejectReason> = {
+export const STATUS_REASONS: Record<number, RejectReason> = {
   400: 'validation',
   401: 'unauthorized',
   429: 'rate_limited',
@@ -114,52 +113,5 @@ export function observePublisher(metrics: ProducerMetrics, publisher: EventPubli
     collect() {
       this.set(publisher.health() === 'up' ? 1 : 0)
     },
-  })
-}
-
-/** The events a request carried: a batch's length, else one. */
-function eventCount(request: FastifyRequest): number {
-  const body = request.body as { batch?: unknown } | unknown[] | undefined
-  if (Array.isArray(body)) return body.length
-  const batch = (body as { batch?: unknown } | undefined)?.batch
-  return Array.isArray(batch) ? batch.length : 1
-}
-
-/**
- * Counts each request by route and status, and for the ingestion routes its events by outcome.
- * `failureOf` gives a failed publish's code. GET /metrics serves the registry.
- */
-export function metricsPlugin(
-  app: FastifyInstance,
-  metrics: ProducerMetrics,
-  failureOf: (request: FastifyRequest) => PublishErrorCode | undefined,
-  bodyBytesHeld: () => number = () => 0,
-): void {
-  new client.Gauge({
-    name: 'producer_request_body_bytes_in_flight',
-    help: 'Request-body bytes held by requests in progress (503 at BODY_MAX_IN_FLIGHT_BYTES)',
-    registers: [metrics.registry],
-    collect() {
-      this.set(bodyBytesHeld())
-    },
-  })
-  const ingestion = new Set(['/api/v1/events/track', '/api/v1/events/batch'])
-  app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
-    const route = request.routeOptions.url ?? 'unmatched'
-    metrics.requests.inc({ route, status: reply.statusCode })
-    if (!ingestion.has(route)) return
-    const events = eventCount(request)
-    metrics.received.inc(events)
-    if (reply.statusCode === 202) {
-      metrics.accepted.inc(events)
-      return
-    }
-    const code = failureOf(request)
-    const reason = code ? PUBLISH_REASONS[code] : STATUS_REASONS[reply.statusCode]
-    if (reason) metrics.rejected.inc({ reason }, events)
-  })
-  app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
-    reply.header('content-type', metrics.registry.contentType)
-    return metrics.registry.metrics()
   })
 }

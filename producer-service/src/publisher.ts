@@ -17,7 +17,7 @@ import {
   type Topology,
 } from 'event-contract'
 import { batchMessages } from './batch-messages.js'
-import { PublishError } from './errors.js'
+import { publishError, type PublishError } from './errors.js'
 import { socketOf, WriteCoalescer } from './amqp-socket.js'
 import { StallWatch, type SocketProgress } from './stall-watch.js'
 
@@ -208,9 +208,9 @@ export class AmqpPublisher implements EventPublisher {
    */
   #send(key: string, parts: Part[]): Promise<void> {
     const channel = this.#channel
-    if (!channel) return Promise.reject(new PublishError('BROKER_UNAVAILABLE'))
-    if (this.#blocked) return Promise.reject(new PublishError('BROKER_BLOCKED'))
-    if (!this.#writable) return Promise.reject(new PublishError('BROKER_BACKPRESSURE'))
+    if (!channel) return Promise.reject(publishError('BROKER_UNAVAILABLE'))
+    if (this.#blocked) return Promise.reject(publishError('BROKER_BLOCKED'))
+    if (!this.#writable) return Promise.reject(publishError('BROKER_BACKPRESSURE'))
     const bytes = parts.reduce((sum, part) => sum + part.body.length + MESSAGE_OVERHEAD_BYTES, 0)
     const weight = parts.reduce((sum, part) => sum + part.weight, 0)
     const maxEvents = this.#config.PUBLISH_MAX_IN_FLIGHT
@@ -218,7 +218,7 @@ export class AmqpPublisher implements EventPublisher {
       (maxEvents > 0 && this.#inFlight + weight > maxEvents) ||
       this.#inFlightBytes + bytes > this.#config.PUBLISH_MAX_IN_FLIGHT_BYTES
     ) {
-      return Promise.reject(new PublishError('OVERLOADED'))
+      return Promise.reject(publishError('OVERLOADED'))
     }
 
     // Settled by the first failure, or once every part is confirmed.
@@ -250,10 +250,10 @@ export class AmqpPublisher implements EventPublisher {
         releases[i]?.()
         this.#stall.confirmed()
         // A returned message is confirmed too, after its return: it reached no queue.
-        if (this.#returned.delete(properties.messageId)) settle(new PublishError('BROKER_UNROUTABLE'))
+        if (this.#returned.delete(properties.messageId)) settle(publishError('BROKER_UNROUTABLE'))
         else if (err) {
           const code = err.message === 'message nacked' ? 'BROKER_NACK' : 'BROKER_UNAVAILABLE'
-          settle(new PublishError(code, { cause: err }))
+          settle(publishError(code, { cause: err }))
         } else if (unanswered === 0) {
           this.#onConfirm((performance.now() - started) / 1000)
           settle()
@@ -265,7 +265,7 @@ export class AmqpPublisher implements EventPublisher {
       } catch (err) {
         // The channel is gone: what was not published frees its budget now.
         for (const release of releases.slice(i)) release()
-        settle(new PublishError('BROKER_UNAVAILABLE', { cause: err }))
+        settle(publishError('BROKER_UNAVAILABLE', { cause: err }))
         break
       }
     }
@@ -277,7 +277,7 @@ export class AmqpPublisher implements EventPublisher {
   #answer(pending: Pending): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new PublishError('CONFIRM_TIMEOUT'))
+        reject(publishError('CONFIRM_TIMEOUT'))
         this.#dropIfStalled(pending.channel)
       }, this.#config.PUBLISH_TIMEOUT_MS)
       pending.confirmed.then(

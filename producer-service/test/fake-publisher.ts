@@ -1,7 +1,7 @@
 // A publisher for the HTTP tests: records what would have been published, and can be told to
 // fail the way the broker does.
 import type { QueueMessage } from 'event-contract'
-import { PublishError, type PublishErrorCode } from '../src/errors.js'
+import { publishError, type PublishErrorCode } from '../src/errors.js'
 import type { EventPublisher, PublisherHealth } from '../src/publisher.js'
 
 export class FakePublisher implements EventPublisher {
@@ -13,12 +13,12 @@ export class FakePublisher implements EventPublisher {
   inFlightBytes = 0
 
   async publish(message: QueueMessage): Promise<void> {
-    if (this.failWith) throw new PublishError(this.failWith)
+    if (this.failWith) throw publishError(this.failWith)
     this.published.push(message)
   }
 
   async publishBatch(messages: QueueMessage[]): Promise<void> {
-    if (this.failWith) throw new PublishError(this.failWith)
+    if (this.failWith) throw publishError(this.failWith)
     this.batches.push(messages)
   }
 

@@ -7,7 +7,7 @@ import { pino } from 'pino'
 import { metricValue } from '../../test-support/index.js'
 import { buildApp } from '../src/app.js'
 import { createProducerMetrics } from '../src/metrics.js'
-import { fingerprint, securityFromConfig, type SecurityOptions } from '../src/security.js'
+import { fingerprint, securityFromConfig, type SecurityOptions } from '../src/plugins/security.js'
 import { FakePublisher, seed } from './fake-publisher.js'
 
 const KEY = 'wk_live_7f3a9c2e5b'

@@ -2,20 +2,29 @@
 // what its body may grow to from its start until it is answered or its client is gone; past the
 // budget it is answered 503 at once, before a byte of its body is read.
 import type { FastifyInstance } from 'fastify'
-import { PublishError } from './errors.js'
+import fp from 'fastify-plugin'
+import { publishError } from '../errors.js'
+import { INGESTION_ROUTES } from '../events.js'
 
 export interface BodyBudgetOptions {
-  /** Bytes that requests in progress may hold at once. */
+  /** Bytes that requests in progress may hold at once (BODY_MAX_IN_FLIGHT_BYTES). */
   maxBytes: number
-  /** The route patterns it applies to (the ingestion routes). */
-  routes: Set<string>
 }
 
-/** Registers the budget's hook on `app`; returns a probe of the bytes held now (for a gauge). */
-export function bodyBudget(app: FastifyInstance, { maxBytes, routes }: BodyBudgetOptions): () => number {
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Request-body bytes held now by the ingestion routes (for a gauge). */
+    readonly bodyBytesHeld: number
+  }
+}
+
+async function bodyBudget(app: FastifyInstance, { maxBytes }: BodyBudgetOptions): Promise<void> {
   let held = 0
+  app.decorate('bodyBytesHeld', {
+    getter: () => held,
+  })
   app.addHook('onRequest', async (request, reply) => {
-    if (!routes.has(request.routeOptions.url ?? '')) return
+    if (!INGESTION_ROUTES.has(request.routeOptions.url ?? '')) return
     const limit = request.routeOptions.bodyLimit ?? app.initialConfig.bodyLimit ?? maxBytes
     const encoding = request.headers['content-encoding']
     const length = Number(request.headers['content-length'])
@@ -25,7 +34,7 @@ export function bodyBudget(app: FastifyInstance, { maxBytes, routes }: BodyBudge
     if (held + bytes > maxBytes) {
       // Closing the connection after the answer keeps Node from reading the body to discard it.
       reply.header('connection', 'close')
-      throw new PublishError('BODIES_OVERLOADED')
+      throw publishError('BODIES_OVERLOADED')
     }
     held += bytes
     // 'close' comes once the answer is sent or the client has gone, whichever is first.
@@ -33,5 +42,7 @@ export function bodyBudget(app: FastifyInstance, { maxBytes, routes }: BodyBudge
       held -= bytes
     })
   })
-  return () => held
 }
+
+/** First of the hooks: a request refused for want of room is refused before anything else runs. */
+export default fp(bodyBudget, { name: 'body-budget', fastify: '5.x' })

@@ -3,13 +3,20 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import cors from '@fastify/cors'
-import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
-import RedisStore from '@fastify/rate-limit/store/RedisStore.js'
-import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
-import { Redis } from 'ioredis'
+import rateLimit from '@fastify/rate-limit'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
 import { ConfigError } from 'event-contract'
+import { RateLimitedError, UnauthorizedError } from '../errors.js'
+import { INGESTION_ROUTES } from '../events.js'
+import { redisRateLimitStore } from '../rate-limit-store.js'
 
-export const INGESTION_ROUTES = new Set(['/api/v1/events/track', '/api/v1/events/batch'])
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The route config that turns the rate limit on for an ingestion route. */
+    readonly ingestionRouteConfig: Record<string, unknown>
+  }
+}
 
 export interface SecurityOptions {
   /** Write keys; none means ingestion is open. */
@@ -96,23 +103,6 @@ function presentedKey(request: FastifyRequest): string | undefined {
   return undefined
 }
 
-/** A request without a valid key: 401 with WWW-Authenticate. */
-export class UnauthorizedError extends Error {
-  readonly statusCode = 401
-  readonly code = 'ERR_UNAUTHORIZED'
-  constructor(readonly presented: boolean) {
-    super(presented ? 'The API key is not valid' : 'An API key is required')
-  }
-}
-
-/** Too many requests from one key or client: 429 with Retry-After (the plugin sets it). */
-export class RateLimitedError extends Error {
-  readonly statusCode = 429
-  readonly code = 'ERR_RATE_LIMITED'
-}
-
-export const WWW_AUTHENTICATE = 'Bearer realm="events", Basic realm="events"'
-
 const keyOf = new WeakMap<FastifyRequest, string>()
 
 /** The fingerprint of the key a request was let in with, for its log line. */
@@ -121,11 +111,12 @@ export function keyFingerprintOf(request: FastifyRequest): string | undefined {
 }
 
 /**
- * Registers CORS, then the key check and the rate limit on the ingestion routes. Call before
- * the routes are declared: the rate limit attaches to them as they are. Returns the route
- * config that turns the limit on for a route.
+ * CORS, then the key check and the rate limit on the ingestion routes. Registered before the
+ * routes are declared: the rate limit attaches to them as they are, through the route config
+ * it decorates the instance with.
  */
-export async function secure(app: FastifyInstance, options: SecurityOptions, logger: FastifyBaseLogger) {
+async function security(app: FastifyInstance, options: SecurityOptions): Promise<void> {
+  const logger = app.log
   if (options.corsOrigins === '*' || options.corsOrigins.length > 0) {
     await app.register(cors, {
       origin: options.corsOrigins === '*' ? '*' : options.corsOrigins,
@@ -154,9 +145,17 @@ export async function secure(app: FastifyInstance, options: SecurityOptions, log
     })
   }
 
-  if (options.rateLimitMax <= 0) return {}
+  if (options.rateLimitMax <= 0) {
+    app.decorate('ingestionRouteConfig', {})
+    return
+  }
   const store = options.rateLimitRedisUrl
-    ? redisStore(options.rateLimitRedisUrl, options.rateLimitRedisTimeoutMs ?? 100, logger, options.onStoreError)
+    ? redisRateLimitStore(
+        options.rateLimitRedisUrl,
+        options.rateLimitRedisTimeoutMs ?? 100,
+        logger,
+        options.onStoreError,
+      )
     : undefined
   if (store) app.addHook('onClose', async () => store.redis.disconnect())
   await app.register(rateLimit, {
@@ -167,90 +166,9 @@ export async function secure(app: FastifyInstance, options: SecurityOptions, log
     // Fail open: a Redis outage must not stop ingestion; each such request is counted.
     skipOnError: true,
     ...(store ? { store: store.ctor } : {}),
-    errorResponseBuilder: (request, context) =>
-      new RateLimitedError(`Rate limit exceeded: at most ${context.max} requests in ${context.after}`),
+    errorResponseBuilder: (request, context) => new RateLimitedError(context.max, context.after),
   })
-  return { rateLimit: {} }
+  app.decorate('ingestionRouteConfig', { rateLimit: {} })
 }
 
-/** True at most once per `ms`: for log lines about an outage that may last. */
-function everyAtMost(ms: number): () => boolean {
-  let last = -Infinity
-  return () => {
-    if (Date.now() - last < ms) return false
-    last = Date.now()
-    return true
-  }
-}
-
-/**
- * The plugin's Redis store over a client that fails fast: unreachable (offline queue off) or
- * stalled (a command timeout: a stopped Redis keeps its connection open and answers nothing).
- * Each count that fails is told to `onStoreError` and the request goes through (skipOnError).
- */
-function redisStore(url: string, timeoutMs: number, logger: FastifyBaseLogger, onStoreError = (_err: Error) => {}) {
-  const redis = new Redis(url, {
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-    connectTimeout: 1000,
-    commandTimeout: timeoutMs,
-  })
-  const warnUnreachable = everyAtMost(30_000)
-  redis.on('error', (err: Error) => {
-    if (!warnUnreachable()) return
-    logger.warn({ error: err.message }, 'the rate-limit store (Redis) is unreachable; letting requests through')
-  })
-  const warnStalled = everyAtMost(30_000)
-  let answeredAt = Date.now()
-  const onError = (err: Error) => {
-    onStoreError(err)
-    if (err.message !== 'Command timed out') return
-    if (warnStalled()) {
-      logger.warn({ timeoutMs }, 'the rate-limit store (Redis) did not answer in time; letting requests through')
-    }
-    // A timed-out command stays queued on the connection until Redis answers: under load, a
-    // stall of minutes would pile up hundreds of thousands. Drop them with the connection and
-    // reconnect; until the new one is ready, each request fails open at once (no offline queue).
-    if (Date.now() - answeredAt > 10 * timeoutMs && redis.status === 'ready') {
-      answeredAt = Date.now()
-      redis.disconnect(true)
-    }
-  }
-  const onAnswer = () => {
-    answeredAt = Date.now()
-  }
-  return { redis, ctor: countingRedisStore(redis, onError, onAnswer) }
-}
-
-/** The plugin's Redis store, telling `onError` of every count that failed, `onAnswer` of the rest. */
-function countingRedisStore(
-  redis: Redis,
-  onError: (err: Error) => void,
-  onAnswer: () => void,
-): FastifyRateLimitStoreCtor {
-  const wrap = (inner: FastifyRateLimitStore): FastifyRateLimitStore => ({
-    incr(key, callback, timeWindow, max) {
-      inner.incr(
-        key,
-        (err, result) => {
-          if (err) onError(err)
-          else onAnswer()
-          callback(err, result)
-        },
-        timeWindow,
-        max,
-      )
-    },
-    child: (routeOptions) => wrap(inner.child(routeOptions)),
-  })
-  return class {
-    constructor(options: object) {
-      const { continueExceeding, exponentialBackoff } = options as {
-        continueExceeding: boolean
-        exponentialBackoff: boolean
-      }
-      // A constructor may return another object: the wrapped store stands in for the class.
-      return wrap(new RedisStore(continueExceeding, exponentialBackoff, redis) as FastifyRateLimitStore)
-    }
-  } as unknown as FastifyRateLimitStoreCtor
-}
+export default fp(security, { name: 'security', fastify: '5.x' })
