@@ -1,5 +1,6 @@
 export * from './schema.js'
 export * from './validate.js'
+export { parseTimestamp } from './timestamp.js'
 export * from './config.js'
 export * from './topology.js'
 export * from './broker.js'

@@ -1,16 +1,17 @@
 // Validation and normalization of events, with errors in FastAPI's `detail` form.
 import { Compile } from 'typebox/compile'
-import Format from 'typebox/format'
-import type { TLocalizedValidationError } from 'typebox/error'
 import { randomUUID } from 'node:crypto'
 import {
   BATCH_MESSAGE_TYPE,
+  batchSchema,
   MAX_METADATA_DEPTH,
   QueueMessageSchema,
   UserActivityEventSchema,
   type QueueMessage,
   type ValidationDetail,
 } from './schema.js'
+import { toDetails } from './details.js'
+import { canonicalTimestamp, checkTimestamps, dateTimeFields, withoutDateTime } from './timestamp.js'
 
 export interface BatchLimits {
   /** Most events in one batch (BATCH_MAX_EVENTS). */
@@ -18,103 +19,6 @@ export interface BatchLimits {
   /** Most bytes of one event, serialized as JSON (the single-event body limit). */
   maxEventBytes: number
 }
-
-const TIMESTAMP =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):?(\d{2}))?$/
-
-/**
- * Parses an ISO 8601 / RFC 3339 date-time into a Date (millisecond precision, fraction
- * truncated). No offset means UTC. Returns undefined for anything that is not a real instant
- * between the years 1000 and 9999, in the input and in UTC (DATETIME's range).
- */
-export function parseTimestamp(text: string): Date | undefined {
-  // Fast path for the canonical form this contract emits (every message on the queue).
-  const canonical = canonicalTime(text)
-  if (canonical !== undefined) return new Date(canonical)
-  const m = TIMESTAMP.exec(text)
-  if (!m) return undefined
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ]
-  const ms = Number((m[7] ?? '0').padEnd(3, '0').slice(0, 3))
-  const offsetMinutes = m[8] ? (m[8] === '-' ? -1 : 1) * (Number(m[9]) * 60 + Number(m[10])) : 0
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
-  if (
-    year < 1000 ||
-    month < 1 ||
-    month > 12 ||
-    day < 1 ||
-    day > daysInMonth ||
-    hour > 23 ||
-    minute > 59 ||
-    second > 59 ||
-    Number(m[9] ?? 0) > 23 ||
-    Number(m[10] ?? 0) > 59
-  ) {
-    return undefined
-  }
-  const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second, ms) - offsetMinutes * 60_000)
-  const utcYear = date.getUTCFullYear()
-  return utcYear >= 1000 && utcYear <= 9999 ? date : undefined
-}
-
-const digit = (text: string, at: number) => text.charCodeAt(at) - 48
-/** The canonical form, character by character; `d` stands for a digit. */
-const CANONICAL = 'dddd-dd-ddTdd:dd:dd.dddZ'
-const D = 100 // 'd'
-
-/**
- * The instant of a timestamp already in the canonical form `YYYY-MM-DDTHH:MM:SS.mmmZ` (what the
- * producer writes), read by character codes: four times cheaper than a Date round trip, and
- * this runs for every event the consumer takes. Undefined for any other form.
- */
-function canonicalTime(text: string): number | undefined {
-  if (text.length !== 24) return undefined
-  for (let at = 0; at < 24; at++) {
-    const code = text.charCodeAt(at)
-    const expected = CANONICAL.charCodeAt(at)
-    if (expected === D ? code < 48 || code > 57 : code !== expected) return undefined
-  }
-  const year = digit(text, 0) * 1000 + digit(text, 1) * 100 + digit(text, 2) * 10 + digit(text, 3)
-  const month = digit(text, 5) * 10 + digit(text, 6)
-  const day = digit(text, 8) * 10 + digit(text, 9)
-  const hour = digit(text, 11) * 10 + digit(text, 12)
-  const minute = digit(text, 14) * 10 + digit(text, 15)
-  const second = digit(text, 17) * 10 + digit(text, 18)
-  const ms = digit(text, 20) * 100 + digit(text, 21) * 10 + digit(text, 22)
-  if (year < 1000 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return undefined
-  // Feb 30 rolls over into March: a real date keeps its day.
-  if (day > 28 && day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined
-  return Date.UTC(year, month - 1, day, hour, minute, second, ms)
-}
-
-/** A valid timestamp in canonical UTC form: the text itself when it is already in it. */
-function canonicalTimestamp(text: string): string | undefined {
-  if (canonicalTime(text) !== undefined) return text
-  return parseTimestamp(text)?.toISOString()
-}
-
-// The format check reads an event's two timestamps, then the normalization reads them again:
-// remember the last two.
-const recent = { texts: ['', ''], canonical: [undefined, undefined] as (string | undefined)[], next: 0 }
-function canonicalTimestampOnce(text: string): string | undefined {
-  if (recent.texts[0] === text) return recent.canonical[0]
-  if (recent.texts[1] === text) return recent.canonical[1]
-  const canonical = canonicalTimestamp(text)
-  recent.texts[recent.next] = text
-  recent.canonical[recent.next] = canonical
-  recent.next ^= 1
-  return canonical
-}
-
-// The contract's meaning of date-time: the schema says `format: date-time` (for OpenAPI), and
-// this is what it accepts.
-Format.Set('date-time', (value) => canonicalTimestampOnce(value) !== undefined)
 
 /**
  * A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then the random bits of a v4 UUID, whose
@@ -126,8 +30,12 @@ export function uuidv7(now: number = Date.now()): string {
   return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${randomUUID().slice(15)}`
 }
 
-const checkEvent = Compile(UserActivityEventSchema)
-const checkMessage = Compile(QueueMessageSchema)
+const checkEvent = Compile(withoutDateTime(UserActivityEventSchema))
+const checkMessage = Compile(withoutDateTime(QueueMessageSchema))
+const EVENT_ORDER = Object.keys(UserActivityEventSchema.properties)
+const EVENT_TIMES = dateTimeFields(UserActivityEventSchema)
+const MESSAGE_ORDER = Object.keys(QueueMessageSchema.properties)
+const MESSAGE_TIMES = dateTimeFields(QueueMessageSchema)
 
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; errors: ValidationDetail[] }
 
@@ -140,12 +48,20 @@ export function parseEvent(body: unknown, receivedAt: Date = new Date()): ParseR
   if (body === undefined || body === null) {
     return { ok: false, errors: [{ loc: ['body'], msg: 'Field required', type: 'missing' }] }
   }
-  if (!checkEvent.Check(body)) return { ok: false, errors: toDetails(checkEvent.Errors(body)) }
+  const checked = checkEvent.Check(body)
+  const event = body as Record<string, unknown>
+  const details = checkTimestamps(
+    { ...event },
+    EVENT_TIMES,
+    EVENT_ORDER,
+    checked ? [] : toDetails(checkEvent.Errors(body)),
+  )
+  if (!checked || details.length > 0) return { ok: false, errors: details }
   return normalize({
     event_id: body.event_id ?? uuidv7(receivedAt.getTime()),
     user_id: body.user_id,
     event_type: body.event_type,
-    timestamp: body.timestamp,
+    timestamp: canonicalTimestamp(body.timestamp) as string,
     metadata: body.metadata ?? {},
     received_at: receivedAt.toISOString(),
   })
@@ -172,10 +88,19 @@ export function parseBatch(
   }
   if (batch === undefined) return missing(['body', 'batch'])
   if (!Array.isArray(batch)) return fail(['body', 'batch'], 'Input should be a valid list', 'list_type')
-  if (batch.length === 0) return fail(['body', 'batch'], 'List should have at least 1 item', 'too_short')
-  if (batch.length > limits.maxEvents) {
-    return fail(['body', 'batch'], `List should have at most ${limits.maxEvents} items`, 'too_long')
+  // The list's bounds are the documented schema's (batchSchema), checked here for FastAPI's words.
+  const { minItems, maxItems } = batchSchema(limits.maxEvents).properties.batch as unknown as {
+    minItems: number
+    maxItems: number
   }
+  if (batch.length < minItems) {
+    return fail(
+      ['body', 'batch'],
+      `List should have at least ${minItems} item${minItems === 1 ? '' : 's'}`,
+      'too_short',
+    )
+  }
+  if (batch.length > maxItems) return fail(['body', 'batch'], `List should have at most ${maxItems} items`, 'too_long')
   const errors: ValidationDetail[] = []
   const events: QueueMessage[] = []
   const seen = new Map<string, number>()
@@ -254,11 +179,17 @@ export function parseQueueMessage(content: Buffer, type?: string): ParseResult<P
 }
 
 function parseQueueEvent(data: unknown): ParseResult<QueueMessage> {
-  if (!checkMessage.Check(data)) return { ok: false, errors: toDetails(checkMessage.Errors(data)) }
-  const result = normalize({ ...data })
-  // Checked by the `date-time` format; the canonical form the producer writes takes the fast path.
-  if (result.ok) result.value.received_at = canonicalTimestampOnce(data.received_at) as string
-  return result
+  const checked = checkMessage.Check(data)
+  // Its timestamps put in canonical form on the copy; the producer's take the fast path.
+  const message = { ...(data as Record<string, unknown>) }
+  const details = checkTimestamps(
+    message,
+    MESSAGE_TIMES,
+    MESSAGE_ORDER,
+    checked ? [] : toDetails(checkMessage.Errors(data)),
+  )
+  if (!checked || details.length > 0) return { ok: false, errors: details }
+  return normalize(message as unknown as QueueMessage)
 }
 
 /** Checks what JSON Schema cannot say, and puts the timestamp in canonical UTC form. */
@@ -285,8 +216,6 @@ function normalize(message: QueueMessage): ParseResult<QueueMessage> {
     errors.push(unicodeError('metadata'))
   }
   if (errors.length > 0) return { ok: false, errors }
-  // Checked by the `date-time` format just before.
-  message.timestamp = canonicalTimestampOnce(message.timestamp) as string
   return { ok: true, value: message }
 }
 
@@ -313,84 +242,4 @@ function inspectMetadata(value: unknown, depth: number): 'depth' | 'unicode' | u
     if (problem) return problem
   }
   return undefined
-}
-
-function toDetails(errors: TLocalizedValidationError[]): ValidationDetail[] {
-  const details: ValidationDetail[] = []
-  const seen = new Set<string>()
-  const add = (detail: ValidationDetail) => {
-    const key = detail.loc.join('\u0000')
-    if (seen.has(key)) return
-    seen.add(key)
-    details.push(detail)
-  }
-  for (const error of errors) {
-    const loc = ['body', ...error.instancePath.split('/').slice(1).map(unescapePointer)]
-    if (error.keyword === 'required') {
-      for (const name of error.params.requiredProperties) {
-        add({ loc: [...loc, name], msg: 'Field required', type: 'missing' })
-      }
-      continue
-    }
-    const detail = describe(error, loc.length === 1)
-    if (detail) add({ loc, ...detail })
-  }
-  return details
-}
-
-function unescapePointer(segment: string): string {
-  return segment.replaceAll('~1', '/').replaceAll('~0', '~')
-}
-
-function describe(error: TLocalizedValidationError, isRoot: boolean): Omit<ValidationDetail, 'loc'> | undefined {
-  switch (error.keyword) {
-    case 'type':
-      if (isRoot) {
-        return {
-          msg: 'Input should be a valid dictionary or object to extract fields from',
-          type: 'model_attributes_type',
-        }
-      }
-      return typeDetail(error.params.type)
-    case 'minimum':
-      return { msg: `Input should be greater than or equal to ${error.params.limit}`, type: 'greater_than_equal' }
-    case 'maximum':
-      return { msg: `Input should be less than or equal to ${error.params.limit}`, type: 'less_than_equal' }
-    case 'minLength':
-      return {
-        msg: `String should have at least ${error.params.limit} character${error.params.limit === 1 ? '' : 's'}`,
-        type: 'string_too_short',
-      }
-    case 'maxLength':
-      return { msg: `String should have at most ${error.params.limit} characters`, type: 'string_too_long' }
-    case 'pattern':
-      return { msg: 'String should not contain control characters', type: 'string_pattern_mismatch' }
-    case 'format':
-      return error.params.format === 'uuid'
-        ? { msg: 'Input should be a valid UUID', type: 'uuid_parsing' }
-        : {
-            msg: 'Input should be a valid datetime: ISO 8601 date and time, a real calendar date, year 1000 to 9999',
-            type: 'datetime_from_date_parsing',
-          }
-    case 'anyOf':
-      return undefined // the branch errors (first: "should be an object") say it better
-    default:
-      return { msg: error.message, type: 'value_error' }
-  }
-}
-
-function typeDetail(expected: string | string[]): Omit<ValidationDetail, 'loc'> | undefined {
-  switch (expected) {
-    case 'integer':
-    case 'number':
-      return { msg: 'Input should be a valid integer', type: 'int_type' }
-    case 'string':
-      return { msg: 'Input should be a valid string', type: 'string_type' }
-    case 'object':
-      return { msg: 'Input should be a valid dictionary', type: 'dict_type' }
-    case 'null':
-      return undefined // the other branch of `object | null` already reported
-    default:
-      return { msg: `Input should be of type ${String(expected)}`, type: 'type_error' }
-  }
 }
