@@ -98,6 +98,20 @@ export class Ledger {
     this.#settle()
   }
 
+  /**
+   * Acks one delivery alone, whatever is held before it: a worn one whose fresh copy is queued.
+   * Left to wait for the ones before it, it would come back at every lost channel, a delivery
+   * more each time, and be copied again, until the broker dead-lettered it at its limit.
+   */
+  settleAlone(msg: ConsumeMessage): void {
+    const entry = this.#open.get(msg.fields.deliveryTag)
+    if (this.lost || !entry) return
+    this.#forget(msg.fields.deliveryTag, entry)
+    this.#send(() => this.channel.ack(msg, false))
+    // It may have been the front: what is stored behind it goes now.
+    this.#settle()
+  }
+
   /** Marks a delivery as one that may wait long: what is stored behind it is acked without it. */
   park(msg: ConsumeMessage): void {
     const entry = this.#open.get(msg.fields.deliveryTag)

@@ -224,7 +224,7 @@ export class Worker extends EventEmitter<WorkerEvents> implements WorkerGauges, 
   }
 
   /**
-   * Queues a fresh copy of a delivery that used half its delivery limit, then acks it (a crash in
+   * Queues a fresh copy of a delivery that used half its delivery limit, then acks it alone (a crash in
    * between leaves two copies: the event_id stores one). If the copy is refused, the delivery is
    * handled as it is.
    */
@@ -238,7 +238,7 @@ export class Worker extends EventEmitter<WorkerEvents> implements WorkerGauges, 
         'delivered many times without being stored; queued a fresh copy',
       )
       this.emit('requeued', { messageId, deliveries: count + prior })
-      ledger.stored([msg])
+      ledger.settleAlone(msg)
     } catch (err) {
       if (ledger.lost) return
       this.#log.warn({ err, messageId }, 'could not queue a fresh copy; handling it as it is')

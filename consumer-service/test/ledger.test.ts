@@ -67,6 +67,22 @@ describe('Ledger', () => {
     expect(ledger.inHand.events).toBe(0)
   })
 
+  it('acks a worn delivery alone whatever is held before it, and the run behind it once it was the front', () => {
+    const { ledger, acks, deliver, of } = setup()
+    deliver(1, 2, 3)
+    ledger.settleAlone(of(2)[0] as ConsumeMessage)
+    expect(acks).toEqual([[2, false]])
+    ledger.stored(of(3))
+    expect(acks).toEqual([[2, false]]) // 1 is held: nothing covers it
+    ledger.settleAlone(of(1)[0] as ConsumeMessage)
+    expect(acks).toEqual([
+      [2, false],
+      [1, false],
+      [3, true],
+    ])
+    expect(ledger.inHand.events).toBe(0)
+  })
+
   it('acks the stored deliveries still behind held ones alone before a stop', () => {
     const { ledger, acks, deliver, of } = setup()
     deliver(1, 2, 3)

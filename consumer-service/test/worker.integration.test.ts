@@ -1,9 +1,10 @@
 // Integration: the worker against the real RabbitMQ and MariaDB/MySQL (no mock of either).
 // Each test has its own queue and its own database.
 import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest'
 import type { ChannelModel, ConfirmChannel, GetMessage } from 'amqplib'
-import type { RowDataPacket } from 'mysql2/promise'
+import mysql, { type RowDataPacket } from 'mysql2/promise'
 import { pino, type Logger } from 'pino'
 import {
   assertTopology,
@@ -27,7 +28,7 @@ import { readConfig } from '../src/config.js'
 import { buildHealthApp } from '../src/health.js'
 import { createConsumerMetrics, observeWorker } from '../src/metrics.js'
 import { logSummaries } from '../src/summary.js'
-import { Store } from '../src/store.js'
+import { SCHEMA_FILE, Store } from '../src/store.js'
 import { Worker } from '../src/worker.js'
 
 let admin: ChannelModel
@@ -522,6 +523,91 @@ describe('link drops while the rows stay locked', () => {
     // Worn deliveries went back as fresh copies, at least once each.
     expect(metricValue(await scrape(health), 'consumer_deliveries_requeued_total')).toBeGreaterThanOrEqual(sent.length)
   }, 120_000)
+})
+
+describe('a worn delivery behind a held one', () => {
+  it('is acked once its fresh copy is queued: link drops copy it once, not once per drop', async () => {
+    // A lock wait of 2 s (for the sessions opened now): a shared server's setting, restored after.
+    const root = await connectDatabase()
+    const [[before]] = await root.query<RowDataPacket[]>('SELECT @@GLOBAL.innodb_lock_wait_timeout AS v')
+    await root.query('SET GLOBAL innodb_lock_wait_timeout = 2')
+    cleanups.push(async () => {
+      await root.query(`SET GLOBAL innodb_lock_wait_timeout = ${Number(before?.v)}`)
+      await root.end()
+    })
+    const db = await createTestDatabase()
+    cleanups.push(db.drop)
+    const schema = await mysql.createConnection({ ...database, database: db.name, multipleStatements: true })
+    await schema.query(readFileSync(SCHEMA_FILE, 'utf8'))
+    await schema.end()
+    const queue = uniqueName('worn')
+    const topology = topologyFor(queue, 'quorum')
+    const setup = await admin.createChannel()
+    await assertTopology(setup, topology)
+    cleanups.push(async () => {
+      const channel = await admin.createChannel()
+      await deleteTopology(channel, topology)
+      await channel.close()
+    })
+
+    // A, then E; E redelivered 12 times (worn: the limit is 20) while another channel holds A, so
+    // that both come back with A first: the consumer then holds A ahead of a worn E.
+    const [a, e] = [event(), event()]
+    for (const m of [a, e]) publisher.publish('', queue, Buffer.from(JSON.stringify(m)), messageProperties(m.event_id))
+    await publisher.waitForConfirms()
+    let holdsA = false
+    await setup.prefetch(1)
+    await setup.consume(queue, (m) => void (holdsA ||= m !== null), { noAck: false })
+    await waitFor(() => holdsA, { what: 'A held elsewhere' })
+    const wearer = await admin.createChannel()
+    await wearer.prefetch(1)
+    let worn = false
+    await wearer.consume(
+      queue,
+      (m) => {
+        if (!m) return
+        if (Number(m.properties.headers?.['x-delivery-count'] ?? 0) < 12) wearer.nack(m, false, true)
+        else worn = true
+      },
+      { noAck: false },
+    )
+    await waitFor(() => worn, { what: 'E redelivered 12 times' })
+    await setup.close()
+    await wearer.close()
+
+    // A's row locked by another session: its INSERT waits 2 s and fails, again and again; the
+    // write probe (another key) passes, so the consumer keeps consuming.
+    const locker = await connectDatabase(db.name)
+    cleanups.push(() => locker.end())
+    await locker.query('START TRANSACTION')
+    await locker.query('INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`) VALUES (?)', [
+      [a.event_id, 1, 'lock', '2026-01-01 00:00:00'],
+    ])
+    const link = await new TcpProxy({ host: broker.host, port: broker.port }).start()
+    cleanups.push(() => link.stop())
+    const { worker, health } = await startConsumer({ queue, databaseName: db.name, brokerAt: link })
+    const requeued = async () => metricValue(await scrape(health), 'consumer_deliveries_requeued_total') ?? 0
+    await waitFor(async () => (await requeued()) === 1, { what: "E's fresh copy queued" })
+
+    for (let drop = 1; drop <= 3; drop++) {
+      // A, and E's copy (stored, behind A): in hand; E itself was acked with its copy's confirm.
+      await waitFor(() => worker.inHand.events >= 2, { what: `A and the copy in hand before drop ${drop}` })
+      await link.cut()
+      await waitFor(() => worker.inHand.events === 0, { what: `the channel lost at drop ${drop}` })
+      await link.restore()
+    }
+    await waitFor(() => worker.inHand.events >= 2, { what: 'A and the copy in hand again' })
+    // Before: E came back after every drop, a delivery more each time, and was copied again: 4.
+    expect(await requeued()).toBe(1)
+
+    await locker.query('ROLLBACK')
+    await waitFor(async () => (await rowCount(db.name)) === 2, { what: 'A and E stored' })
+    await waitFor(async () => (await queueDepth(queue)).ready === 0 && worker.inHand.events === 0, {
+      what: 'an empty queue, nothing in hand',
+      timeoutMs: 20_000,
+    })
+    expect(await queueDepth(queue)).toEqual({ ready: 0, dead: 0 })
+  }, 90_000)
 })
 
 describe('graceful stop', () => {
