@@ -1,5 +1,6 @@
 import Type, { type Static } from 'typebox'
-import { BrokerConfigSchema, ConfigError, loadConfig } from 'event-contract'
+import { BrokerConfigSchema, ConfigError, loadConfig, MAX_MESSAGE_BYTES } from 'event-contract'
+import { MESSAGE_OVERHEAD_BYTES } from './publisher.js'
 
 export const ConfigSchema = Type.Object({
   ...BrokerConfigSchema.properties,
@@ -12,8 +13,9 @@ export const ConfigSchema = Type.Object({
   /** Largest /batch request body, decompressed, in bytes (one broker message carries it). */
   BATCH_BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
   /**
-   * A publish not confirmed by the broker within this time answers 500. At most 8 s, so that
-   * requests in flight at SIGTERM are answered within the 10 s shutdown grace.
+   * A publish not confirmed by the broker within this time answers 500. At most 8 s; at SIGTERM
+   * the HTTP close gives requests 5.5 s, so a longer timeout may end in a closed connection
+   * instead of a 500 (never after a 202).
    */
   PUBLISH_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 8000, default: 5000 }),
   /** Write keys, comma-separated; when set (or API_KEYS_FILE), /track and /batch need one. */
@@ -49,23 +51,54 @@ export const ConfigSchema = Type.Object({
 export type Config = Static<typeof ConfigSchema>
 
 /**
+ * What a queue message adds to an event of a batch at most: an event_id and a received_at, an
+ * empty metadata, the timestamp's milliseconds, and the separators (about 110 bytes).
+ */
+export const EVENT_GROWTH_BYTES = 128
+
+/**
+ * The least publish budget that admits the largest request: its events as queue messages (each
+ * grown by EVENT_GROWTH_BYTES), split into messages of more than half MAX_MESSAGE_BYTES each but
+ * the last, each charged MESSAGE_OVERHEAD_BYTES (publisher.ts). A batch of 10,000 minimal events
+ * in 660 KB is charged 1.78 MB: far more than twice its body.
+ */
+export function leastPublishBytes(
+  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'BATCH_BODY_LIMIT_BYTES' | 'BATCH_MAX_EVENTS'>,
+) {
+  const charged = (bytes: number) => bytes + MESSAGE_OVERHEAD_BYTES * (Math.ceil(bytes / (MAX_MESSAGE_BYTES / 2)) + 1)
+  return Math.max(
+    charged(config.BATCH_BODY_LIMIT_BYTES + EVENT_GROWTH_BYTES * config.BATCH_MAX_EVENTS),
+    charged(config.BODY_LIMIT_BYTES + EVENT_GROWTH_BYTES),
+  )
+}
+
+/**
  * Reads and checks the configuration. A budget smaller than the largest request it must admit
  * would answer that request 503 forever: the body budget must hold the largest body, the publish
- * budget twice that (a batch's messages add each event's event_id and received_at, and 1 KiB each).
+ * budget that request as the messages it becomes (leastPublishBytes).
  */
 export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const config = loadConfig(ConfigSchema, env)
-  const largest = Math.max(config.BODY_LIMIT_BYTES, config.BATCH_BODY_LIMIT_BYTES)
   const budgets = [
-    ['BODY_MAX_IN_FLIGHT_BYTES', largest, 'the largest request body'],
-    ['PUBLISH_MAX_IN_FLIGHT_BYTES', 2 * largest, 'twice the largest request body'],
+    [
+      'BODY_MAX_IN_FLIGHT_BYTES',
+      Math.max(config.BODY_LIMIT_BYTES, config.BATCH_BODY_LIMIT_BYTES),
+      'the largest request body',
+      'BODY_LIMIT_BYTES and BATCH_BODY_LIMIT_BYTES',
+    ],
+    [
+      'PUBLISH_MAX_IN_FLIGHT_BYTES',
+      leastPublishBytes(config),
+      'the largest request as queue messages',
+      'BODY_LIMIT_BYTES, BATCH_BODY_LIMIT_BYTES and BATCH_MAX_EVENTS',
+    ],
   ] as const
   const problems = budgets
     .filter(([name, least]) => config[name] < least)
     .map(
-      ([name, least, what]) =>
+      ([name, least, what, from]) =>
         `${name}=${JSON.stringify(env[name] ?? String(config[name]))}: must be at least ${what} ` +
-        `(${least} bytes, from BODY_LIMIT_BYTES and BATCH_BODY_LIMIT_BYTES), or such a request is refused 503 forever`,
+        `(${least} bytes, from ${from}), or such a request is refused 503 forever`,
     )
   if (problems.length > 0) throw new ConfigError(problems)
   return config

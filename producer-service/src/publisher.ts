@@ -52,7 +52,7 @@ export type PublisherHealth = 'up' | 'down' | 'blocked' | 'queue missing'
 /** How long close() waits for the broker to answer publishes already answered 500. */
 const CLOSE_WAIT_MS = 500
 /** What a message costs besides its body (amqplib's frames, the request's state): bounds small ones. */
-const MESSAGE_OVERHEAD_BYTES = 1024
+export const MESSAGE_OVERHEAD_BYTES = 1024
 
 /** A message awaiting its confirm; a retry of the same events waits for the same confirm. */
 interface Pending {

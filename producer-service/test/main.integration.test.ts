@@ -23,7 +23,7 @@ describe('configuration', () => {
     ['PUBLISH_MAX_IN_FLIGHT_BYTES', '1000'],
     ['BODY_MAX_IN_FLIGHT_BYTES', '-1'],
     ['BODY_MAX_IN_FLIGHT_BYTES', '65536'], // under the 1 MiB batch body limit: such a batch would never fit
-    ['PUBLISH_MAX_IN_FLIGHT_BYTES', '1048576'], // under twice the batch body limit
+    ['PUBLISH_MAX_IN_FLIGHT_BYTES', '1048576'], // under the largest batch as queue messages (1,214,464)
     ['REQUEST_TIMEOUT_MS', '10'],
     ['HEADERS_TIMEOUT_MS', 'soon'],
     ['RATE_LIMIT_REDIS_TIMEOUT_MS', '0'],

@@ -13,7 +13,7 @@ import {
   type Address,
 } from '../../test-support/index.js'
 import { buildApp } from '../src/app.js'
-import { readConfig } from '../src/config.js'
+import { leastPublishBytes, readConfig } from '../src/config.js'
 import { createProducerMetrics } from '../src/metrics.js'
 import { AmqpPublisher, socketOf } from '../src/publisher.js'
 
@@ -55,7 +55,15 @@ async function startStack(brokerAt: Address = broker, env: Record<string, string
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
   const metrics = createProducerMetrics()
   const publisher = new AmqpPublisher({ config, logger, onConfirm: (s) => metrics.confirmSeconds.observe(s) })
-  const app = await buildApp({ publisher, logger, metrics })
+  const app = await buildApp({
+    publisher,
+    logger,
+    metrics,
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    batchMaxEvents: config.BATCH_MAX_EVENTS,
+    batchBodyLimit: config.BATCH_BODY_LIMIT_BYTES,
+    bodyMaxInFlightBytes: config.BODY_MAX_IN_FLIGHT_BYTES,
+  })
   await publisher.start()
   await publisher.waitForConnect()
   const stop = async () => {
@@ -308,12 +316,32 @@ describe('the budget of bytes awaiting confirms', () => {
     expect(codes).toEqual(Array.from({ length: 16 }, () => 202))
   })
 
+  it('admits the largest batch of the smallest events at the least publish budget the boot check accepts', async () => {
+    const limits = { BATCH_MAX_EVENTS: 10_000, BATCH_BODY_LIMIT_BYTES: 700_000, BODY_LIMIT_BYTES: 65_536 }
+    // Before, the check asked for twice the body (1,400,000): this batch was charged 1.78 MB, 503 forever.
+    stack = await startStack(broker, {
+      BATCH_MAX_EVENTS: String(limits.BATCH_MAX_EVENTS),
+      BATCH_BODY_LIMIT_BYTES: String(limits.BATCH_BODY_LIMIT_BYTES),
+      BODY_MAX_IN_FLIGHT_BYTES: String(limits.BATCH_BODY_LIMIT_BYTES),
+      PUBLISH_MAX_IN_FLIGHT_BYTES: String(leastPublishBytes(limits)),
+      PUBLISH_TIMEOUT_MS: '5000',
+    })
+    const batch = Array.from({ length: limits.BATCH_MAX_EVENTS }, (_, i) => ({
+      user_id: i + 1,
+      event_type: 'a',
+      timestamp: '2026-02-20T10:00:00Z',
+    }))
+    expect(Buffer.byteLength(JSON.stringify({ batch }))).toBeLessThan(limits.BATCH_BODY_LIMIT_BYTES)
+    const res = await postBatch(stack.app, batch)
+    expect(res.statusCode, res.body.slice(0, 200)).toBe(202)
+  })
+
   it('answers 503 with Retry-After once PUBLISH_MAX_IN_FLIGHT_BYTES are awaiting confirms', async () => {
     // A slow link keeps ten 200 KB batches of ten events in flight: 2 MB, past a 1 MiB budget,
     // far under the event count of PUBLISH_MAX_IN_FLIGHT.
     stack = await startStack(slow, {
       PUBLISH_MAX_IN_FLIGHT_BYTES: String(2 ** 20),
-      BATCH_BODY_LIMIT_BYTES: String(2 ** 19), // the budget must hold twice the largest body
+      BATCH_BODY_LIMIT_BYTES: String(2 ** 19), // the budget must hold the largest batch as messages
       PUBLISH_TIMEOUT_MS: '8000',
     })
     const app = stack.app
