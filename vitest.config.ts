@@ -9,13 +9,16 @@ const UNIT = [
   'consumer-service/test/prefetch.test.ts',
   'consumer-service/test/redelivery.test.ts',
   'consumer-service/test/store.test.ts',
-  'consumer-service/test/timing.test.ts',
   'e2e/compose.test.ts',
+  'event-contract/test/api-keys.test.ts',
+  'event-contract/test/timing.test.ts',
   'event-contract/test/validate.test.ts',
   'producer-service/test/app.test.ts',
   'producer-service/test/batch-messages.test.ts',
   'producer-service/test/batch.test.ts',
   'producer-service/test/stall-watch.test.ts',
+  'query-service/test/app.test.ts',
+  'query-service/test/cursor.test.ts',
 ]
 // RabbitMQ and MySQL: the configured ones, or containers when they do not answer.
 const SERVICES = ['./test-support/global-setup.ts']

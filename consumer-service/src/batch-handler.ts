@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import { DeadLetterRefusedError } from './dead-letter.js'
 import { parse, type Delivery, type Item } from './delivery.js'
 import { describeFailure, RowTooLargeError, toRow, type Store } from './store.js'
-import { backoffDelay, sleep } from './timing.js'
+import { backoffDelay, sleep } from 'event-contract'
 import type { WorkerEmitter } from './worker-events.js'
 
 /** The worker's lifetime, as the handler needs it; each start() makes new signals. */

@@ -2,8 +2,7 @@
 // channel of its own, within a time limit.
 import type { ChannelModel } from 'amqplib'
 import type { Logger } from 'pino'
-import type { Topology } from 'event-contract'
-import { orAfter } from './timing.js'
+import { orAfter, type Topology } from 'event-contract'
 
 const TOO_LATE = Symbol('too late')
 

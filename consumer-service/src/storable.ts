@@ -1,7 +1,7 @@
 // Waits until a write would succeed before the worker takes deliveries on a new channel.
 import type { Logger } from 'pino'
 import { describeFailure, type Store } from './store.js'
-import { backoffDelay, sleep } from './timing.js'
+import { backoffDelay, sleep } from 'event-contract'
 
 /** Longest wait between write probes. */
 const PROBE_MAX_MS = 1000

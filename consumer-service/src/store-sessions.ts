@@ -9,7 +9,7 @@ import mysql, {
 } from 'mysql2/promise'
 import type { Logger } from 'pino'
 import { refusedSession, sessionLost, StoreTimeoutError } from './store-errors.js'
-import { orAfter } from './timing.js'
+import { orAfter } from 'event-contract'
 
 /**
  * Sessions run in UTC and in strict mode, so a bad value is an error, never a silent change;

@@ -28,6 +28,20 @@ export const BrokerConfigSchema = Type.Object({
 })
 export type BrokerConfig = Static<typeof BrokerConfigSchema>
 
+/** Settings every service that talks to MySQL reads, with the original's names and defaults. */
+export const DatabaseConfigSchema = Type.Object({
+  MYSQL_HOST: Type.String({ minLength: 1, default: 'mysql' }),
+  MYSQL_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 3306 }),
+  MYSQL_USER: Type.String({ minLength: 1, default: 'user' }),
+  MYSQL_PASSWORD: Type.String({ default: 'user_password' }),
+  MYSQL_DATABASE: Type.String({
+    minLength: 1,
+    maxLength: 64,
+    pattern: '^[A-Za-z0-9_$]+$',
+    default: 'user_activity_db',
+  }),
+})
+
 /**
  * Reads the schema's variables from `env`, fills in defaults for the unset ones and parses
  * numbers. A variable set to the empty string is set (an empty password is a password).

@@ -3,7 +3,8 @@
 import type { TLocalizedValidationError } from 'typebox/error'
 import type { ValidationDetail } from './schema.js'
 
-export function toDetails(errors: TLocalizedValidationError[]): ValidationDetail[] {
+/** `root` starts each `loc`: `body`, or `query` and `path` for a request's parameters. */
+export function toDetails(errors: TLocalizedValidationError[], root = 'body'): ValidationDetail[] {
   const details: ValidationDetail[] = []
   const seen = new Set<string>()
   const add = (detail: ValidationDetail) => {
@@ -13,7 +14,7 @@ export function toDetails(errors: TLocalizedValidationError[]): ValidationDetail
     details.push(detail)
   }
   for (const error of errors) {
-    const loc = ['body', ...error.instancePath.split('/').slice(1).map(unescapePointer)]
+    const loc = [root, ...error.instancePath.split('/').slice(1).map(unescapePointer)]
     if (error.keyword === 'required') {
       for (const name of error.params.requiredProperties) {
         add({ loc: [...loc, name], msg: 'Field required', type: 'missing' })

@@ -108,25 +108,29 @@ const DATETIME_DETAIL = {
 
 /**
  * Puts each timestamp field of `value` in canonical form, or reports it where the format check
- * would have: among the field errors, in the schema's property order.
+ * would have: among the field errors, in the schema's property order, at `[root, field]`.
+ * `memo` (one request's) keeps the texts already read: the events of a batch often share one.
  */
 export function checkTimestamps(
   value: Record<string, unknown>,
   fields: string[],
   order: string[],
   details: ValidationDetail[],
+  root = 'body',
+  memo?: Map<string, string>,
 ): ValidationDetail[] {
   for (const field of fields) {
     const text = value[field]
     if (typeof text !== 'string') continue // absent or not a string: the check said so
-    const canonical = canonicalTimestamp(text)
+    const canonical = memo?.get(text) ?? canonicalTimestamp(text)
     if (canonical !== undefined) {
+      memo?.set(text, canonical)
       value[field] = canonical
       continue
     }
     const rank = order.indexOf(field)
     const before = details.findIndex((d) => d.type !== 'missing' && order.indexOf(String(d.loc[1])) > rank)
-    const detail = { loc: ['body', field], ...DATETIME_DETAIL }
+    const detail = { loc: [root, field], ...DATETIME_DETAIL }
     if (before === -1) details.push(detail)
     else details.splice(before, 0, detail)
   }

