@@ -96,6 +96,7 @@ describe('faults', () => {
     report('consumer killed', { sent: 20_000, storedAtKill: atKill, ...summary(result), deadLettered: dead })
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
     expect(dead).toBe(0)
   })
 
@@ -136,6 +137,7 @@ describe('faults', () => {
     expect(healthDuringOutage.slice(2).every((status) => status === 503)).toBe(true)
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
     expect(dead).toBe(0)
   })
 
@@ -196,6 +198,7 @@ describe('faults', () => {
     expect(outage.health.every((h) => (h as unknown[])[0] === 503 && (h as unknown[])[1] === 503)).toBe(true)
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
     expect(dead).toBe(0)
   })
 
@@ -222,6 +225,7 @@ describe('faults', () => {
     report('batch cut off by a broker outage', { ...summary(result) })
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
     expect(result.stored).toBe(500)
   })
 
@@ -266,6 +270,7 @@ describe('faults', () => {
     expect(accepted.size).toBe(1500)
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
   })
 
   it('slow broker: producer memory stays bounded by the in-flight cap; 500 and 503 carry the event_id', async () => {
@@ -333,6 +338,7 @@ describe('faults', () => {
     const result = await s.settle(acceptedIds(outcomes), 120_000)
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
   })
 
   it('oversized row: dead-lettered with its reason, the rest stored, the consumer keeps going', async () => {
@@ -408,6 +414,7 @@ describe('faults', () => {
     expect(accepted.size).toBe(120)
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
     expect(result.stored).toBe(120)
     expect(depth).toEqual({ ready: 0, dead: poison.length })
   })
@@ -442,6 +449,7 @@ describe('faults', () => {
     expect(statuses.get('error')).toBeGreaterThan(0) // refused once it stopped listening
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
   })
 
   it('client retries: one event_id posted 5 times concurrently is stored once', async () => {
@@ -457,6 +465,7 @@ describe('faults', () => {
     expect(accepted).toEqual(new Set(eventIds))
     expect(result.stored).toBe(eventIds.length)
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
   })
 
   it('hostile input: 2,000+ malformed requests get a documented 4xx, nothing is queued, health stays', async () => {
@@ -638,6 +647,7 @@ describe('faults', () => {
     const result = await s.settle(new Set(outcome?.eventIds))
     expect(result.stored).toBe(1000)
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
   })
 
   it('slow broker, as shipped: 64 clients of 60 KB events through 300 KB/s keep the producer under 160 MB', async () => {
@@ -680,6 +690,7 @@ describe('faults', () => {
     const result = await s.settle(acceptedIds(outcomes), 120_000)
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
   })
 
   it('slow uploads: 200 stalled 1 MiB bodies held at once keep the producer under 200 MB, 503 past the budget', async () => {
@@ -775,6 +786,7 @@ describe('faults', () => {
       expect(dead).toBe(0)
       expect(result.missing).toEqual([])
       expect(result.duplicated).toEqual([])
+      expect(result.countsDrift).toEqual([])
     } finally {
       await link.restore()
       await user.drop()
@@ -829,6 +841,7 @@ describe('faults', () => {
       expect(dead).toBe(0)
       expect(result.missing).toEqual([])
       expect(result.duplicated).toEqual([])
+      expect(result.countsDrift).toEqual([])
     } finally {
       await admin.query('SET GLOBAL read_only = 0')
       await admin.end()
@@ -984,7 +997,7 @@ function brokerEnv(queue: string) {
 
 /**
  * Starts the consumer as a user of the test's own (root bypasses read_only): rights on the
- * test's database, but INSERT on the table only, so that a REVOKE of it takes effect at once.
+ * test's database, but INSERT on the tables only, so that a REVOKE of it takes effect at once.
  */
 async function startAsOwnUser(s: System, user: Awaited<ReturnType<typeof createTestUser>>) {
   const connection = await connectDatabase(s.databaseName)
@@ -995,6 +1008,7 @@ async function startAsOwnUser(s: System, user: Awaited<ReturnType<typeof createT
   }
   await user.grant(`GRANT SELECT, UPDATE, CREATE ON \`${s.databaseName}\`.* TO ??`)
   await user.grant(`GRANT INSERT ON \`${s.databaseName}\`.user_activities TO ??`)
+  await user.grant(`GRANT INSERT ON \`${s.databaseName}\`.user_activity_counts TO ??`)
   await s.startConsumer({ MYSQL_USER: user.user, MYSQL_PASSWORD: user.password })
 }
 

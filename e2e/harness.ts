@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import type { RowDataPacket } from 'mysql2/promise'
 import { deleteTopology, topologyFor } from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor, type Address } from '../test-support/index.js'
-import { connectDatabase, createTestDatabase, database } from '../test-support/database.js'
+import { connectDatabase, countsDrift, createTestDatabase, database } from '../test-support/database.js'
 import { freePort, spawnService, type ServiceProcess } from '../test-support/process.js'
 export { shippedNodeOptions } from '../test-support/process.js'
 
@@ -241,7 +241,15 @@ export class System {
       { what: `${accepted.size} accepted events stored`, timeoutMs, intervalMs: 200 },
     )
     await waitFor(async () => (await this.queueDepth()).ready === 0, { what: 'an empty queue', timeoutMs })
-    return verdict(accepted, await this.storedIds())
+    return { ...verdict(accepted, await this.storedIds()), countsDrift: await this.countsDrift() }
+  }
+
+  /**
+   * Where the hourly counts (user_activity_counts) differ from COUNT(*) over the rows, by hour
+   * and event type: none, if every INSERT added its counts in its own transaction.
+   */
+  countsDrift() {
+    return countsDrift(this.databaseName)
   }
 }
 

@@ -41,6 +41,7 @@ describe('consumer memory', () => {
       const result = await s.settle(accepted, 120_000)
       expect(result.missing).toEqual([])
       expect(result.duplicated).toEqual([])
+      expect(result.countsDrift).toEqual([])
     } finally {
       clearInterval(sampler)
     }

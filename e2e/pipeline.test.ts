@@ -80,6 +80,7 @@ describe('the pipeline', () => {
     expect(Date.now() - started).toBeLessThan(10_000)
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
     for (const [i, outcome] of outcomes.entries()) {
       const stored = await row(outcome.eventId as string)
       expect(stored?.user_id).toBe(events[i]?.user_id)
@@ -101,6 +102,7 @@ describe('the pipeline', () => {
     const result = await system.settle(new Set(body.event_ids), 15_000)
     expect(result.missing).toEqual([])
     expect(result.duplicated).toEqual([])
+    expect(result.countsDrift).toEqual([])
     expect((await row(body.event_ids[999] as string))?.user_id).toBe(5999)
   })
 

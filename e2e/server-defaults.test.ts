@@ -7,7 +7,7 @@ import { PrivateMariadb } from '../test-support/private-servers.js'
 import { Store, type Row } from '../consumer-service/src/store.js'
 
 const logger = pino({ level: 'silent' })
-const row = (): Row => [randomUUID(), 7, 'login', '2026-02-20 04:30:00.123', '{"a":1}']
+const row = (): Row => [randomUUID(), 7, 'login', '2026-02-20 04:30:00.123', '{"a":1}', '2026-02-20 04:30:01.000']
 
 // Each would leave the store's INSERTs in a transaction never committed: CHAIN through the
 // probe's ROLLBACK, which starts the next transaction at once.

@@ -72,3 +72,43 @@ export async function createTestUser(): Promise<{
     drop: () => asRoot("DROP USER IF EXISTS ?@'%'", [user]),
   }
 }
+
+export interface CountDrift {
+  hour: string
+  eventType: string
+  rows: number
+  counted: number
+}
+
+/**
+ * Where the hourly counts (user_activity_counts) differ from COUNT(*) over the rows, by hour and
+ * event type (compared as the columns compare them, case-insensitively): none, if every INSERT
+ * added its counts in its own transaction.
+ */
+export async function countsDrift(databaseName: string): Promise<CountDrift[]> {
+  const connection = await connectDatabase(databaseName)
+  try {
+    const [rows] = await connection.query<mysql.RowDataPacket[]>(
+      "SELECT DATE_FORMAT(`timestamp`, '%Y-%m-%d %H:00:00') AS hour, event_type, COUNT(*) AS n " +
+        'FROM user_activities GROUP BY hour, event_type',
+    )
+    const [counts] = await connection.query<mysql.RowDataPacket[]>(
+      "SELECT DATE_FORMAT(bucket_start, '%Y-%m-%d %H:00:00') AS hour, event_type, event_count AS n " +
+        'FROM user_activity_counts WHERE event_count > 0',
+    )
+    const drift = new Map<string, CountDrift>()
+    const entry = (row: mysql.RowDataPacket): CountDrift => {
+      const key = `${row.hour as string} ${(row.event_type as string).toLowerCase()}`
+      const known = drift.get(key)
+      if (known) return known
+      const fresh = { hour: row.hour as string, eventType: row.event_type as string, rows: 0, counted: 0 }
+      drift.set(key, fresh)
+      return fresh
+    }
+    for (const row of rows) entry(row).rows += Number(row.n)
+    for (const row of counts) entry(row).counted += Number(row.n)
+    return [...drift.values()].filter((d) => d.rows !== d.counted)
+  } finally {
+    await connection.end()
+  }
+}

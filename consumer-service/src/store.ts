@@ -1,18 +1,18 @@
 // Stores events in MySQL/MariaDB: the schema at start-up, multi-row idempotent inserts, the
 // split that finds the rows the database refuses, and whether a write would succeed now.
 import { readFile } from 'node:fs/promises'
-import mysql, { type PoolOptions, type ResultSetHeader } from 'mysql2/promise'
+import type { PoolOptions } from 'mysql2/promise'
 import type { Logger } from 'pino'
-import type { QueueMessage } from 'event-contract'
 import {
   classifyFailure,
   ER_NET_PACKET_TOO_LARGE,
   ER_NO_SUCH_TABLE,
   errnoOf,
   RowTooLargeError,
-  sessionLost,
   TransientStoreError,
 } from './store-errors.js'
+import { insertCounted, insertSql, type Row } from './store-insert.js'
+import { probeOnce } from './store-probe.js'
 import { Sessions } from './store-sessions.js'
 
 export {
@@ -24,11 +24,9 @@ export {
   type FailureKind,
 } from './store-errors.js'
 
-export const SCHEMA_FILE = new URL('../../db/init.sql', import.meta.url)
+export { toRow, type Row } from './store-insert.js'
 
-const INSERT_SQL =
-  'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) VALUES ? ' +
-  'ON DUPLICATE KEY UPDATE event_id = event_id'
+export const SCHEMA_FILE = new URL('../../db/init.sql', import.meta.url)
 
 /** How long a statement, or the wait for a pooled connection, may take: then it is transient. */
 const QUERY_TIMEOUT_MS = 30_000
@@ -38,32 +36,6 @@ const PACKET_OVERHEAD = 1024
 const DEADLOCK_RETRIES = 3
 /** A missing table is created again at most this often (a DROP racing it must not spin). */
 const SCHEMA_RETRY_MS = 5000
-/** How long the write probe may take. */
-const PROBE_TIMEOUT_MS = 5000
-
-/**
- * The write probe: a row no event has (event_ids are UUIDs of version 4), rolled back. It needs
- * what an INSERT of events needs (the table, the INSERT grant, a writable server), and leaves
- * nothing but a gap in the AUTO_INCREMENT.
- */
-const PROBE_SQL =
-  'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) ' +
-  "VALUES ('00000000-0000-0000-0000-000000000000', 0, 'probe', '1970-01-02 00:00:00', NULL) " +
-  'ON DUPLICATE KEY UPDATE event_id = event_id'
-
-export type Row = [eventId: string, userId: number, eventType: string, timestamp: string, metadata: string]
-
-/** A message's row. DATETIME takes 'YYYY-MM-DD HH:MM:SS.mmm'; the timestamp is UTC already. */
-export function toRow(message: QueueMessage): Row {
-  return [
-    message.event_id,
-    message.user_id,
-    message.event_type,
-    message.timestamp.slice(0, 23).replace('T', ' '),
-    JSON.stringify(message.metadata),
-  ]
-}
-
 export interface InsertOutcome<T> {
   /** Rows stored now or before (duplicates count as stored). */
   stored: T[]
@@ -84,6 +56,8 @@ export interface StoreOptions {
   schemaRetryMs?: number
   /** The bound of a statement, QUERY_TIMEOUT_MS unless given (tests shorten it). */
   queryTimeoutMs?: number
+  /** Keep user_activity_counts with the rows (CONSUMER_KEEP_COUNTS; on unless false). */
+  counting?: boolean
 }
 
 /** The database as /health reports it: `failing` answers, but the last write failed. */
@@ -97,6 +71,7 @@ export class Store {
       MYSQL_USER: string
       MYSQL_PASSWORD: string
       MYSQL_DATABASE: string
+      CONSUMER_KEEP_COUNTS: boolean
     },
     logger: Logger,
   ): Store {
@@ -106,6 +81,7 @@ export class Store {
       user: config.MYSQL_USER,
       password: config.MYSQL_PASSWORD,
       database: config.MYSQL_DATABASE,
+      counting: config.CONSUMER_KEEP_COUNTS,
       logger,
     })
   }
@@ -115,6 +91,7 @@ export class Store {
   readonly #connection: PoolOptions
   readonly #schemaRetryMs: number
   readonly #queryTimeoutMs: number
+  readonly #counting: boolean
   #schemaApplied = false
   #schemaRecreatedAt = 0
   /** How the last write (an INSERT or the probe) went; undefined before the first. */
@@ -124,8 +101,10 @@ export class Store {
     logger,
     schemaRetryMs = SCHEMA_RETRY_MS,
     queryTimeoutMs = QUERY_TIMEOUT_MS,
+    counting = true,
     ...connection
   }: StoreOptions) {
+    this.#counting = counting
     this.#log = logger.child({ component: 'store' })
     this.#schemaRetryMs = schemaRetryMs
     this.#queryTimeoutMs = queryTimeoutMs
@@ -173,37 +152,17 @@ export class Store {
   async probeWrite(): Promise<void> {
     await this.#write(async () => {
       try {
-        await this.#probeOnce()
+        await probeOnce(this.#sessions, this.#counting, this.#log)
       } catch (err) {
         // Waiting to consume with the table gone: no INSERT would ever create it again.
         if (errnoOf(err) !== ER_NO_SUCH_TABLE || !(await this.#recreateSchema(err))) throw err
-        await this.#probeOnce()
+        await probeOnce(this.#sessions, this.#counting, this.#log)
       }
-    })
-  }
-
-  async #probeOnce(): Promise<void> {
-    await this.#sessions.withConnection(async (connection) => {
-      await connection.query({ sql: 'START TRANSACTION', timeout: PROBE_TIMEOUT_MS })
-      try {
-        await connection.query({ sql: PROBE_SQL, timeout: PROBE_TIMEOUT_MS })
-      } catch (err) {
-        // The server took the write and refused the probe's values (a narrowed column, say):
-        // writes work; what it refuses of real events is dead-lettered as data.
-        if (classifyFailure(err) !== 'data') {
-          // A lost session (a timeout) would only queue ROLLBACK behind the hung statement; it
-          // is closed instead, which rolls back.
-          if (!sessionLost(err)) await connection.query({ sql: 'ROLLBACK', timeout: PROBE_TIMEOUT_MS })
-          throw err
-        }
-        this.#log.debug({ error: (err as Error).message }, 'the write probe was refused as data')
-      }
-      await connection.query({ sql: 'ROLLBACK', timeout: PROBE_TIMEOUT_MS })
     })
   }
 
   /**
-   * Inserts the items' rows in one statement. If the database refuses the data, halves the
+   * Inserts the items' rows in one transaction with their counts. If the database refuses the data, halves the
    * batch until the refused rows are isolated and stores the rest. Throws TransientStoreError
    * when the database is unavailable; the caller retries the whole batch (inserts are idempotent).
    */
@@ -221,15 +180,16 @@ export class Store {
     if (rows.length === 0) return
     try {
       // Formatted here (mysql2 would do the same) so that its size is known before it is sent.
-      const sql = mysql.format(INSERT_SQL, [rows.map(({ row }) => row)])
+      const batch = rows.map(({ row }) => row)
+      const sql = insertSql(batch)
       const bytes = Buffer.byteLength(sql) + PACKET_OVERHEAD
       let limit = await this.#sessions.maxAllowedPacket()
       // A row is refused only against the server's limit of now: it may have been raised.
       if (bytes > limit && rows.length === 1) limit = await this.#sessions.maxAllowedPacket(true)
       if (bytes > limit) throw new RowTooLargeError(bytes, limit)
-      const result = await this.#write(() => this.#execute(sql))
+      const inserted = await this.#write(() => this.#execute(sql, batch))
       for (const { item } of rows) outcome.stored.push(item)
-      outcome.inserted += result.affectedRows
+      outcome.inserted += inserted
     } catch (err) {
       const kind = classifyFailure(err)
       if (kind === 'transient' || kind === 'deadlock') throw new TransientStoreError(err)
@@ -250,20 +210,20 @@ export class Store {
   }
 
   /**
-   * Runs an INSERT. A deadlock is retried at once, a few times; a missing table is created
+   * Runs an INSERT with its counts (insertCounted). A deadlock, or a race with another session
+   * over the same rows, is retried at once, a few times; a missing table is created
    * again from the schema (at most every SCHEMA_RETRY_MS) and the INSERT retried once.
    */
-  async #execute(sql: string): Promise<ResultSetHeader> {
+  async #execute(sql: string, rows: Row[]): Promise<number> {
     let recreated = false
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#sessions.withConnection(async (connection) => {
-          const [result] = await connection.query<ResultSetHeader>({ sql, timeout: this.#queryTimeoutMs })
-          return result
-        })
+        return await this.#sessions.withConnection((connection) =>
+          insertCounted(connection, sql, rows, this.#queryTimeoutMs, this.#counting),
+        )
       } catch (err) {
         if (classifyFailure(err) === 'deadlock' && attempt < DEADLOCK_RETRIES) {
-          this.#log.debug({ attempt }, 'deadlock; retrying the INSERT at once')
+          this.#log.debug({ attempt, error: (err as Error).message }, 'retrying the INSERT at once')
           continue
         }
         if (!recreated && errnoOf(err) === ER_NO_SUCH_TABLE && (await this.#recreateSchema(err))) {

@@ -8,7 +8,7 @@ import { createTestDatabase, database } from '../../test-support/database.js'
 import { Store, TransientStoreError, type Row } from '../src/store.js'
 
 const logger = pino({ level: 'silent' })
-const row = (): Row => [randomUUID(), 7, 'login', '2026-02-20 04:30:00.123', '{"a":1}']
+const row = (): Row => [randomUUID(), 7, 'login', '2026-02-20 04:30:00.123', '{"a":1}', '2026-02-20 04:30:01.000']
 
 /** How long `promise` took to settle, or `undefined` if still pending after `boundMs`. */
 async function settledWithin(promise: Promise<unknown>, boundMs: number) {

@@ -19,7 +19,10 @@ afterAll(async () => {
 })
 
 const row = (overrides: Partial<Record<number, unknown>> = {}): Row =>
-  Object.assign([randomUUID(), 7, 'login', '2026-02-20 04:30:00.123', '{"a":1}'], overrides) as Row
+  Object.assign(
+    [randomUUID(), 7, 'login', '2026-02-20 04:30:00.123', '{"a":1}', '2026-02-20 04:30:01.000'],
+    overrides,
+  ) as Row
 
 describe('Store', () => {
   it('applies db/init.sql to an empty database, and again without harm', async () => {
@@ -36,6 +39,7 @@ describe('Store', () => {
       'timestamp',
       'metadata',
       'created_at',
+      'received_at',
     ])
   })
 
@@ -101,6 +105,7 @@ describe('Store', () => {
       await store.applySchema()
       await user.grant(`GRANT SELECT, UPDATE, CREATE ON \`${db.name}\`.* TO ??`)
       await user.grant(`GRANT INSERT ON \`${db.name}\`.user_activities TO ??`)
+      await user.grant(`GRANT INSERT ON \`${db.name}\`.user_activity_counts TO ??`)
       await own.prepare() // the first time: the schema
       await own.prepare()
 

@@ -12,13 +12,14 @@ const message: QueueMessage = {
 }
 
 describe('toRow', () => {
-  it('maps a message to the columns, timestamp as UTC DATETIME(3) text and metadata as JSON', () => {
+  it('maps a message to the columns, times as UTC DATETIME(3) text and metadata as JSON', () => {
     expect(toRow(message)).toEqual([
       '0195d3a0-1b2c-7d3e-8f40-123456789abc',
       42,
       'login',
       '2026-02-20 04:30:00.123',
       '{"page":"/ü","nested":{"list":[1,"two",null]}}',
+      '2026-02-20 04:30:01.000',
     ])
   })
 

@@ -170,7 +170,7 @@ export const databaseFaults: Fault[] = [
         c,
         `RENAME TABLE ${db}.user_activities TO ${db}.${recreated}, ${db}.${away} TO ${db}.user_activities`,
       )
-      const columns = 'event_id, user_id, event_type, `timestamp`, metadata, created_at'
+      const columns = 'event_id, user_id, event_type, `timestamp`, metadata, created_at, received_at'
       await c.mariadb.sql(
         `INSERT INTO ${db}.user_activities (${columns}) SELECT ${columns} FROM ${db}.${recreated} ` +
           'ON DUPLICATE KEY UPDATE event_id = user_activities.event_id',
