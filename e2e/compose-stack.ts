@@ -64,6 +64,7 @@ export class ComposeStack {
     for (const name of [
       'PRODUCER_HOST_PORT',
       'CONSUMER_HOST_PORT',
+      'QUERY_HOST_PORT',
       'RABBITMQ_HOST_PORT',
       'RABBITMQ_MANAGEMENT_HOST_PORT',
       'MYSQL_HOST_PORT',

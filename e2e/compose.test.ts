@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
 import { ConfigSchema as ConsumerConfig } from '../consumer-service/src/config.js'
 import { ConfigSchema as ProducerConfig } from '../producer-service/src/config.js'
+import { ConfigSchema as QueryConfig } from '../query-service/src/config.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const compose = parse(readFileSync(`${root}docker-compose.yml`, 'utf8'))
@@ -14,7 +15,7 @@ const services = compose.services
 describe('docker-compose.yml', () => {
   it('has the original service names and no version key; anything else is an optional profile', () => {
     const always = Object.keys(services).filter((name) => !services[name].profiles)
-    expect(always.sort()).toEqual(['consumer-service', 'mysql', 'producer-service', 'rabbitmq'])
+    expect(always.sort()).toEqual(['consumer-service', 'mysql', 'producer-service', 'query-service', 'rabbitmq'])
     expect(compose).not.toHaveProperty('version')
   })
 
@@ -23,13 +24,13 @@ describe('docker-compose.yml', () => {
     expect(services['producer-service'].environment.RATE_LIMIT_REDIS_URL).toBe('${RATE_LIMIT_REDIS_URL:-}')
   })
 
-  it('offers Prometheus, scraping both services, as the monitoring profile', () => {
+  it('offers Prometheus, scraping the three services, as the monitoring profile', () => {
     expect(services.prometheus.profiles).toEqual(['monitoring'])
     const config = parse(readFileSync(`${root}monitoring/prometheus.yml`, 'utf8'))
     const targets = config.scrape_configs.flatMap((job: { static_configs: { targets: string[] }[] }) =>
       job.static_configs.flatMap((c) => c.targets),
     )
-    expect(targets.sort()).toEqual(['consumer-service:8001', 'producer-service:8000'])
+    expect(targets.sort()).toEqual(['consumer-service:8001', 'producer-service:8000', 'query-service:8002'])
   })
 
   it('runs RabbitMQ with the management plugin and a healthcheck', () => {
@@ -63,6 +64,7 @@ describe('docker-compose.yml', () => {
   it.each([
     ['producer-service', '8000', 'PRODUCER_HOST_PORT', ProducerConfig, ['rabbitmq']],
     ['consumer-service', '8001', 'CONSUMER_HOST_PORT', ConsumerConfig, ['rabbitmq', 'mysql']],
+    ['query-service', '8002', 'QUERY_HOST_PORT', QueryConfig, ['mysql']],
   ] as const)('builds and wires %s', (name, port, hostPort, schema, dependencies) => {
     const service = services[name]
     expect(service.build.context).toBe('.')
@@ -80,7 +82,15 @@ describe('docker-compose.yml', () => {
     const known = Object.keys(schema.properties)
     const unknown = Object.keys(service.environment).filter((v) => !known.includes(v) && !v.startsWith('TEST_'))
     expect(unknown).toEqual([])
-    expect(service.environment.RABBITMQ_HOST).toBe('rabbitmq')
+    if ((dependencies as readonly string[]).includes('rabbitmq'))
+      expect(service.environment.RABBITMQ_HOST).toBe('rabbitmq')
+  })
+
+  it('keeps reading closed unless keys are set or QUERY_OPEN says so', () => {
+    expect(services['query-service'].environment).toMatchObject({
+      QUERY_API_KEYS: '${QUERY_API_KEYS:-}',
+      QUERY_OPEN: '${QUERY_OPEN:-false}',
+    })
   })
 
   it('points the consumer at the mysql service and the compose database', () => {

@@ -1,15 +1,27 @@
 // `npm run test:docker`: the README's Docker path on a real Docker engine. Brings the compose
-// stack up on free host ports, checks the seed event lands, runs both services' own tests
-// inside their containers, restarts the consumer and stops MySQL for 15 s while posting (no
-// event lost), builds and runs both production images (healthy, not root, quick clean stop),
-// and always tears everything down. Exits non-zero on the first failure.
+// stack up on free host ports, checks the seed event lands and reads it back through the query
+// service (with a read key; 401 without), runs the producer's and consumer's own tests inside
+// their containers, restarts the consumer and stops MySQL for 15 s while posting (no event lost;
+// the query service 503 meanwhile), builds and runs the three production images (healthy, not
+// root, quick clean stop), and always tears everything down. Exits non-zero on the first failure.
 import { randomUUID } from 'node:crypto'
 import { waitFor } from '../test-support/index.js'
 import { ComposeStack, logStep, output, sh } from './compose-stack.js'
 
 const step = logStep('test:docker')
 const stack = await new ComposeStack().prepare()
-const services = ['rabbitmq', 'mysql', 'producer-service', 'consumer-service']
+const services = ['rabbitmq', 'mysql', 'producer-service', 'consumer-service', 'query-service']
+const READ_KEY = `read-${randomUUID()}`
+stack.env.QUERY_API_KEYS = READ_KEY
+
+/** GET on the query service's published port, with the read key unless `key` says otherwise. */
+async function read(path: string, key: string | undefined = READ_KEY) {
+  const response = await fetch(`http://127.0.0.1:${stack.ports.QUERY_HOST_PORT}${path}`, {
+    headers: key ? { authorization: `Bearer ${key}` } : {},
+    signal: AbortSignal.timeout(10_000),
+  })
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> }
+}
 const productionContainers: string[] = []
 const productionImages: string[] = []
 
@@ -29,6 +41,18 @@ async function run() {
   const answer = await stack.post(seed)
   if (answer.status !== 202) throw new Error(`the seed event got ${answer.status}`)
   await stack.settle(new Set(answer.eventIds), 30_000)
+
+  step('the seed event read back through the query service: with a read key, and 401 without')
+  const stored = await read(`/api/v1/events/${answer.eventIds[0]}`)
+  if (stored.status !== 200 || stored.body.user_id !== seed.user_id) {
+    throw new Error(`GET of the seed event: ${stored.status} ${JSON.stringify(stored.body)}`)
+  }
+  const timeline = await read(`/api/v1/users/${seed.user_id}/events`)
+  if (timeline.status !== 200 || !(timeline.body.events as unknown[]).length) {
+    throw new Error(`the seed user's timeline: ${timeline.status} ${JSON.stringify(timeline.body)}`)
+  }
+  const closed = await read(`/api/v1/users/${seed.user_id}/events`, undefined)
+  if (closed.status !== 401) throw new Error(`the timeline without a key answered ${closed.status}`)
 
   for (const service of ['producer-service', 'consumer-service']) {
     step(`docker compose exec ${service} npm test`)
@@ -51,7 +75,10 @@ async function run() {
     await new Promise((resolve) => setTimeout(resolve, 2000))
     await stack.compose('restart', 'consumer-service')
     await stack.compose('stop', 'mysql')
-    await new Promise((resolve) => setTimeout(resolve, 15_000))
+    await new Promise((resolve) => setTimeout(resolve, 5_000))
+    const during = await read(`/api/v1/users/${seed.user_id}/events`)
+    if (during.status !== 503) throw new Error(`the query service answered ${during.status} with MySQL stopped`)
+    await new Promise((resolve) => setTimeout(resolve, 10_000))
     await stack.compose('start', 'mysql')
     await stack.healthy(services, 120_000)
     await new Promise((resolve) => setTimeout(resolve, 2000))
@@ -72,7 +99,7 @@ async function run() {
       (await stack.containersOf('rabbitmq'))[0] as string,
     ]),
   ) as Record<string, unknown>
-  for (const service of ['producer-service', 'consumer-service']) {
+  for (const service of ['producer-service', 'consumer-service', 'query-service']) {
     step(`${service}: the production image, healthy as a non-root user, stops cleanly`)
     const image = `${stack.project}-${service}:production`
     await sh('docker', ['build', '-q', '-f', `${service}/Dockerfile`, '-t', image, '.'], stack.env)
