@@ -16,6 +16,7 @@ import {
 } from 'event-contract'
 import { toRow } from '../consumer-service/src/store.js'
 import { batchBody, postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
+import { queryBench } from './query.js'
 
 const seconds = Number(process.env.BENCH_SECONDS || 10)
 const drainEvents = Number(process.env.BENCH_DRAIN_EVENTS || 100_000)
@@ -216,7 +217,7 @@ async function bareInsert(): Promise<Row> {
     while (inserted < drainEvents) {
       const batch = Array.from({ length: 500 }, (_, i) => toRow(event(inserted + i)))
       await connection.query(
-        'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata) VALUES ? ' +
+        'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata, received_at) VALUES ? ' +
           'ON DUPLICATE KEY UPDATE event_id = event_id',
         [batch],
       )
@@ -232,7 +233,7 @@ async function bareInsert(): Promise<Row> {
 async function drain(
   run: string,
   queue: string,
-  { perMessage = 1, events = drainEvents, metadataBytes = 0 } = {},
+  { perMessage = 1, events = drainEvents, metadataBytes = 0, env = {} as Record<string, string> } = {},
 ): Promise<Row & { stored: number }> {
   return withDatabase(async (database, admin) => {
     await fill(queue, Math.ceil(events / perMessage), perMessage, metadataBytes)
@@ -247,6 +248,7 @@ async function drain(
       MYSQL_DATABASE: database,
       HEALTH_HOST: '127.0.0.1',
       HEALTH_PORT: '18199',
+      ...env,
     })
     const table = `\`${database}\`.user_activities`
     const select = async (expression: string) => {
@@ -333,11 +335,46 @@ const drainSingle = await withQueue((queue) => drain(`consumer drain, ${drainEve
 const drainBatch = await withQueue((queue) =>
   drain(`consumer drain, ${drainEvents} events in ${BATCH_SIZE}-event messages`, queue, { perMessage: BATCH_SIZE }),
 )
+// The counts kept in each INSERT's transaction, against the same drain without them: best of two
+// each, alternated, as the machine's noise is of the size measured.
+const countsRuns: Record<'with' | 'without', number[]> = { with: [drainBatch.perSecond], without: [] }
+for (const [kind, keep] of [
+  ['without', 'false'],
+  ['with', 'true'],
+  ['without', 'false'],
+] as const) {
+  const row = await withQueue((queue) =>
+    drain(`consumer drain, ${BATCH_SIZE}-event messages, CONSUMER_KEEP_COUNTS=${keep}`, queue, {
+      perMessage: BATCH_SIZE,
+      env: { CONSUMER_KEEP_COUNTS: keep },
+    }),
+  )
+  countsRuns[kind].push(row.perSecond)
+}
 const drainLarge = await withQueue((queue) =>
   drain(`consumer drain, ${LARGE_EVENTS} events of ${LARGE_METADATA_BYTES / 1000} KB`, queue, {
     events: LARGE_EVENTS,
     metadataBytes: LARGE_METADATA_BYTES,
   }),
+)
+const queries = await withQueue((queue) =>
+  withDatabase((database) =>
+    queryBench(
+      { db, database, queue, broker, consumer: CONSUMER, seconds },
+      Number(process.env.BENCH_QUERY_ROWS || 5_000_000),
+    ),
+  ),
+)
+for (const [run, figures] of [
+  [`query timeline of a random user, ${queries.rows} rows, /batch ingestion running`, queries.timeline],
+  ['query stats, 30 days by the hour, /batch ingestion running', queries.stats],
+  ['bare mysql2: the timeline SELECT, same table and ingestion', queries.bareTimeline],
+] as const) {
+  record({ run, perSecond: Math.round(figures.count / seconds), unit: 'queries', p99Ms: figures.p99 })
+  console.log(`  p50 ${figures.p50} ms, p99 ${figures.p99} ms`)
+}
+console.log(
+  `  (table of ${queries.rows} rows filled in ${queries.fillSeconds} s; ingestion meanwhile ${queries.ingestedEventsPerSecond} events/s)`,
 )
 
 console.log(`\nBenchmark (${seconds} s loads, ${drainEvents} events drained; ${root})\n`)
@@ -388,6 +425,15 @@ target(
   [drainSingle, drainBatch, drainLarge].every((row) => row.failures === 0),
   0,
 )
+const bestWith = Math.max(...countsRuns.with)
+const bestWithout = Math.max(...countsRuns.without)
+target(
+  'consumer drain with the counts >= 0.9 x without (best of two)',
+  bestWith / bestWithout,
+  bestWith >= 0.9 * bestWithout,
+)
+target('query timeline p99 < 25 ms during ingestion', queries.timeline.p99, queries.timeline.p99 < 25, 1)
+target('query stats (30 days hourly) p99 < 50 ms during ingestion', queries.stats.p99, queries.stats.p99 < 50, 1)
 for (const row of [producer, batch, drainSingle, drainBatch, drainLarge]) {
   target(`${row.run}: RSS < 200 MB`, row.rssMb ?? 0, (row.rssMb ?? 0) < 200, 0)
 }

@@ -180,7 +180,8 @@ export class ComposeStack {
   }
 
   async down(): Promise<void> {
-    await this.compose('down', '-v', '--remove-orphans')
+    // With the replica profile named, so that its containers and volume go too.
+    await this.compose('--profile', 'replica', 'down', '-v', '--remove-orphans')
   }
 }
 

@@ -2,8 +2,10 @@
 // stack up on free host ports, checks the seed event lands and reads it back through the query
 // service (with a read key; 401 without), runs the producer's and consumer's own tests inside
 // their containers, restarts the consumer and stops MySQL for 15 s while posting (no event lost;
-// the query service 503 meanwhile), builds and runs the three production images (healthy, not
-// root, quick clean stop), and always tears everything down. Exits non-zero on the first failure.
+// the query service 503 meanwhile), reads through a replica (the replica profile: within 1 s of
+// the primary; 503 with the replica stopped), builds and runs the three production images
+// (healthy, not root, quick clean stop), and always tears everything down. Exits non-zero on the
+// first failure.
 import { randomUUID } from 'node:crypto'
 import { waitFor } from '../test-support/index.js'
 import { ComposeStack, logStep, output, sh } from './compose-stack.js'
@@ -14,8 +16,8 @@ const services = ['rabbitmq', 'mysql', 'producer-service', 'consumer-service', '
 const READ_KEY = `read-${randomUUID()}`
 stack.env.QUERY_API_KEYS = READ_KEY
 
-/** GET on the query service's published port, with the read key unless `key` says otherwise. */
-async function read(path: string, key: string | undefined = READ_KEY) {
+/** GET on the query service's published port, with the read key, another `key`, or none (null). */
+async function read(path: string, key: string | null = READ_KEY) {
   const response = await fetch(`http://127.0.0.1:${stack.ports.QUERY_HOST_PORT}${path}`, {
     headers: key ? { authorization: `Bearer ${key}` } : {},
     signal: AbortSignal.timeout(10_000),
@@ -51,7 +53,7 @@ async function run() {
   if (timeline.status !== 200 || !(timeline.body.events as unknown[]).length) {
     throw new Error(`the seed user's timeline: ${timeline.status} ${JSON.stringify(timeline.body)}`)
   }
-  const closed = await read(`/api/v1/users/${seed.user_id}/events`, undefined)
+  const closed = await read(`/api/v1/users/${seed.user_id}/events`, null)
   if (closed.status !== 401) throw new Error(`the timeline without a key answered ${closed.status}`)
 
   for (const service of ['producer-service', 'consumer-service']) {
@@ -91,6 +93,8 @@ async function run() {
   step(`posted ${JSON.stringify(Object.fromEntries(statuses))}; all ${accepted.size} accepted events stored`)
   if (duplicated > 0) throw new Error(`${duplicated} events stored twice`)
 
+  await replica()
+
   const network = JSON.parse(
     await output('docker', [
       'inspect',
@@ -125,6 +129,43 @@ async function run() {
     step(`${service}: healthy as uid ${uid}, stopped in ${seconds.toFixed(1)} s with exit code ${exitCode}`)
     if (exitCode !== '0' || seconds > 10) throw new Error(`${name} did not stop cleanly`)
   }
+}
+
+/**
+ * The replica profile: the query service reads mysql-replica, a replica by the servers' own
+ * replication; a row on the primary is readable through it within 1 s, and with the replica
+ * stopped the query service answers 503, not stale or wrong data.
+ */
+async function replica() {
+  step('the replica profile: the query service reads a replica of mysql')
+  stack.env.MYSQL_READ_HOST = 'mysql-replica'
+  await stack.compose('--profile', 'replica', 'up', '-d')
+  await stack.healthy(['mysql-replica', 'query-service'], 180_000)
+  const first = await stack.post({ ...seed, event_id: randomUUID() })
+  await waitFor(async () => (await read(`/api/v1/events/${first.eventIds[0]}`)).status === 200, {
+    what: 'the replica set up and replicating',
+    timeoutMs: 120_000,
+    intervalMs: 500,
+  })
+  const lags: number[] = []
+  for (let i = 0; i < 5; i++) {
+    const answer = await stack.post({ ...seed, user_id: 1000 + i, event_id: randomUUID() })
+    await stack.settle(new Set(answer.eventIds), 30_000) // on the primary
+    const onPrimary = Date.now()
+    await waitFor(async () => (await read(`/api/v1/events/${answer.eventIds[0]}`)).status === 200, {
+      what: 'the row through the replica',
+      timeoutMs: 10_000,
+      intervalMs: 20,
+    })
+    lags.push(Date.now() - onPrimary)
+  }
+  step(`the replica: rows readable through the query service ${lags.join(', ')} ms after the primary had them`)
+  if (Math.max(...lags) > 1000) throw new Error(`a row took ${Math.max(...lags)} ms to reach the replica`)
+
+  await stack.compose('stop', 'mysql-replica')
+  const stopped = await read(`/api/v1/users/${seed.user_id}/events`)
+  step(`the replica stopped: the query service answers ${stopped.status}`)
+  if (stopped.status !== 503) throw new Error(`with the replica stopped the query service answered ${stopped.status}`)
 }
 
 /** Best effort while tearing down or reporting: say what failed and go on. */

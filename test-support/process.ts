@@ -74,7 +74,7 @@ export async function terminatedAtStart(
 }
 
 /** NODE_OPTIONS of a service's `npm start` (its heap cap), so that a test runs it as shipped. */
-export function shippedNodeOptions(service: 'producer-service' | 'consumer-service'): string {
+export function shippedNodeOptions(service: 'producer-service' | 'consumer-service' | 'query-service'): string {
   const pkg = JSON.parse(readFileSync(new URL(`../${service}/package.json`, import.meta.url), 'utf8')) as {
     scripts: { start: string }
   }

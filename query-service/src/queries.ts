@@ -100,17 +100,18 @@ export interface CountRow extends RowDataPacket {
 
 /** Counts per bucket and event type for buckets starting in [from, to) (DATETIME text, aligned). */
 export function statsQuery(interval: Interval, from: string, to: string, eventType: string | undefined) {
-  const start = interval === 'hour' ? 'bucket_start' : "DATE_FORMAT(bucket_start, '%Y-%m-%d 00:00:00')"
   const where = ['bucket_start >= ?', 'bucket_start < ?']
   const values: unknown[] = [from, to]
   if (eventType !== undefined) {
     where.push('event_type = ?')
     values.push(eventType)
   }
-  return {
-    sql:
-      `SELECT ${start} AS start, event_type, SUM(event_count) AS count FROM user_activity_counts ` +
-      `WHERE ${where.join(' AND ')} GROUP BY ${start}, event_type ORDER BY start, event_type`,
-    values,
-  }
+  const sql =
+    interval === 'hour'
+      ? // The table's own rows, in its primary key's order.
+        `SELECT bucket_start AS start, event_type, event_count AS count FROM user_activity_counts ` +
+        `WHERE ${where.join(' AND ')} ORDER BY bucket_start, event_type`
+      : `SELECT DATE_FORMAT(bucket_start, '%Y-%m-%d 00:00:00') AS start, event_type, SUM(event_count) AS count ` +
+        `FROM user_activity_counts WHERE ${where.join(' AND ')} GROUP BY start, event_type ORDER BY start, event_type`
+  return { sql, values }
 }

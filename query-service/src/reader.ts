@@ -27,7 +27,9 @@ export class DatabaseUnavailableError extends Error {
 /** The server stopped a statement at its time limit: MySQL's ER_QUERY_TIMEOUT, MariaDB's ER_STATEMENT_TIMEOUT. */
 const TIMEOUT_ERRNOS = new Set([3024, 1969])
 /** Errors of the query's own making (a bad column, bad SQL): a bug, answered 500. */
-const QUERY_ERRNOS = new Set([1054, 1064, 1146])
+const QUERY_ERRNOS = new Set([1054, 1064])
+/** The tables are not there yet (the consumer creates them): 503, retry later. */
+const ER_NO_SUCH_TABLE = 1146
 
 export class Reader {
   readonly #pool: Pool
@@ -66,15 +68,17 @@ export class Reader {
       connection.release()
       return rows
     } catch (err) {
-      const errno = (err as { errno?: number }).errno
-      if (errno !== undefined && QUERY_ERRNOS.has(errno)) {
-        connection.release()
-        throw err
-      }
-      // A timed-out session would answer later and queue the next query behind it: closed.
-      connection.destroy()
+      const { errno, fatal, code } = err as { errno?: number; fatal?: boolean; code?: string }
+      // A lost or timed-out session would answer later and queue the next query behind it:
+      // closed. One the server answered with an error is sound.
+      if (fatal === true || code === 'PROTOCOL_SEQUENCE_TIMEOUT' || errno === undefined) connection.destroy()
+      else connection.release()
+      if (errno !== undefined && QUERY_ERRNOS.has(errno)) throw err
       if (errno !== undefined && TIMEOUT_ERRNOS.has(errno)) {
         throw new DatabaseUnavailableError(`the query took longer than ${this.#timeoutMs} ms`, { cause: err })
+      }
+      if (errno === ER_NO_SUCH_TABLE) {
+        throw new DatabaseUnavailableError('no table yet: the consumer creates it when it starts', { cause: err })
       }
       throw new DatabaseUnavailableError(`the database failed: ${(err as Error).message}`, { cause: err })
     }
