@@ -80,11 +80,25 @@ function countsSql(rows: Row[]): string {
   return mysql.format(COUNTS_SQL, [values])
 }
 
+/** The first row of each event_id (stored lower-case, compared case-insensitively). */
+function distinct(rows: Row[]): Map<string, Row> {
+  const first = new Map<string, Row>()
+  for (const row of rows) {
+    const id = row[0].toLowerCase()
+    if (!first.has(id)) first.set(id, row)
+  }
+  return first
+}
+
 /**
  * Runs `sql` (insertSql of `rows`) with the counts of the rows it adds, in one transaction:
- * both or neither. The rows new to the table are those absent when it looked, provided the
- * INSERT added exactly that many (else CountRaceError). Returns the number of rows added.
- * With `counting` off, runs the INSERT alone.
+ * both or neither. Returns the number of rows added. With `counting` off, runs the INSERT alone.
+ *
+ * Most batches are all new: when the INSERT adds a row for every distinct event_id, those are
+ * the rows counted. When it adds fewer (a redelivery, a client's retry, or another session
+ * storing the same events at once), it is rolled back and run again after looking up which
+ * event_ids exist: the rows new to the table are those absent then, provided the INSERT adds
+ * exactly that many (else CountRaceError, retried like a deadlock).
  */
 export async function insertCounted(
   connection: PoolConnection,
@@ -96,31 +110,49 @@ export async function insertCounted(
   const run = <T extends ResultSetHeader | RowDataPacket[]>(text: string) =>
     connection.query<T>({ sql: text, timeout: timeoutMs }).then(([result]) => result)
   if (!counting) return (await run<ResultSetHeader>(sql)).affectedRows
-  await run<ResultSetHeader>('START TRANSACTION')
-  try {
-    // Stored lower-case, compared case-insensitively: the first row of each event_id is the one.
-    const fresh = new Map<string, Row>()
-    for (const row of rows) {
-      const id = row[0].toLowerCase()
-      if (!fresh.has(id)) fresh.set(id, row)
+  // In a transaction: committed if `body` resolves, else rolled back. A lost session (a
+  // timeout) is closed instead, which rolls back: a ROLLBACK would queue behind the hung statement.
+  const transaction = async <T>(body: () => Promise<T>): Promise<T> => {
+    await run<ResultSetHeader>('START TRANSACTION')
+    try {
+      const result = await body()
+      await run<ResultSetHeader>('COMMIT')
+      return result
+    } catch (err) {
+      if (!sessionLost(err)) {
+        try {
+          await run<ResultSetHeader>('ROLLBACK')
+        } catch (rollbackErr) {
+          throw new RollbackFailedError(rollbackErr)
+        }
+      }
+      throw err
     }
+  }
+  const addCounts = async (added: Map<string, Row>) => {
+    if (added.size > 0) await run<ResultSetHeader>(countsSql([...added.values()]))
+  }
+  const all = distinct(rows)
+  try {
+    return await transaction(async () => {
+      const { affectedRows } = await run<ResultSetHeader>(sql)
+      if (affectedRows !== all.size) throw new NotAllNew()
+      await addCounts(all)
+      return affectedRows
+    })
+  } catch (err) {
+    if (!(err instanceof NotAllNew)) throw err
+  }
+  const fresh = distinct(rows)
+  return transaction(async () => {
     const found = await run<RowDataPacket[]>(mysql.format(EXISTING_SQL, [[...fresh.keys()]]))
     for (const { event_id } of found) fresh.delete(String(event_id).toLowerCase())
     const { affectedRows } = await run<ResultSetHeader>(sql)
     if (affectedRows !== fresh.size) throw new CountRaceError(fresh.size, affectedRows)
-    if (fresh.size > 0) await run<ResultSetHeader>(countsSql([...fresh.values()]))
-    await run<ResultSetHeader>('COMMIT')
+    await addCounts(fresh)
     return affectedRows
-  } catch (err) {
-    // A lost session (a timeout) is closed instead, which rolls back: a ROLLBACK would only
-    // queue behind the hung statement.
-    if (!sessionLost(err)) {
-      try {
-        await run<ResultSetHeader>('ROLLBACK')
-      } catch (rollbackErr) {
-        throw new RollbackFailedError(rollbackErr)
-      }
-    }
-    throw err
-  }
+  })
 }
+
+/** Some of a batch's rows were there already: the INSERT is rolled back and run again, looking first. */
+class NotAllNew extends Error {}
