@@ -358,12 +358,7 @@ const drainLarge = await withQueue((queue) =>
   }),
 )
 const queries = await withQueue((queue) =>
-  withDatabase((database) =>
-    queryBench(
-      { db, database, queue, broker, consumer: CONSUMER, seconds },
-      Number(process.env.BENCH_QUERY_ROWS || 5_000_000),
-    ),
-  ),
+  queryBench({ queue, broker, consumer: CONSUMER, seconds }, Number(process.env.BENCH_QUERY_ROWS || 5_000_000)),
 )
 for (const [run, figures] of [
   [`query timeline of a random user, ${queries.rows} rows, /batch ingestion running`, queries.timeline],

@@ -155,10 +155,11 @@ export class PrivateMariadb extends PrivateServer {
   readonly database = 'chaos'
   readonly user = { user: 'svc', password: 'svc-password' }
 
-  static async start(): Promise<PrivateMariadb> {
+  /** `bufferPoolSize`: InnoDB's buffer pool (512M unless given), as `--innodb-buffer-pool-size` takes it. */
+  static async start({ bufferPoolSize = '512M' }: { bufferPoolSize?: string } = {}): Promise<PrivateMariadb> {
     const server = new PrivateMariadb()
     try {
-      await server.#start()
+      await server.#start(bufferPoolSize)
     } catch (err) {
       await server.stop()
       throw err
@@ -166,7 +167,7 @@ export class PrivateMariadb extends PrivateServer {
     return server
   }
 
-  async #start(): Promise<void> {
+  async #start(bufferPoolSize: string): Promise<void> {
     const install = 'mariadb-server (apt-get install mariadb-server)'
     const installDb = binary([...onPath('mariadb-install-db'), ...onPath('mysql_install_db')], install)
     const mariadbd = binary(['/usr/sbin/mariadbd', ...onPath('mariadbd'), '/usr/sbin/mysqld'], install)
@@ -194,7 +195,7 @@ export class PrivateMariadb extends PrivateServer {
       '--user=root',
       '--skip-name-resolve',
       // A 30-minute soak stores about 2,000,000 rows: its merges and final checks need the pages in memory.
-      '--innodb-buffer-pool-size=512M',
+      `--innodb-buffer-pool-size=${bufferPoolSize}`,
       `--log-error=${join(this.dir, 'error.log')}`,
     ])
     await waitFor(

@@ -98,7 +98,7 @@ export interface CountRow extends RowDataPacket {
   count: string | number
 }
 
-/** Counts per bucket and event type for buckets starting in [from, to) (DATETIME text, aligned). */
+/** Counts per bucket and event type for buckets starting in [from, to) (DATETIME text, aligned), starts in ISO. */
 export function statsQuery(interval: Interval, from: string, to: string, eventType: string | undefined) {
   const where = ['bucket_start >= ?', 'bucket_start < ?']
   const values: unknown[] = [from, to]
@@ -106,12 +106,14 @@ export function statsQuery(interval: Interval, from: string, to: string, eventTy
     where.push('event_type = ?')
     values.push(eventType)
   }
+  // Each start formatted by the server as the API shows it (ISO, UTC): 7,200 buckets for 30 days
+  // of 10 types by the hour, where a conversion in JavaScript cost more than the query.
   const sql =
     interval === 'hour'
       ? // The table's own rows, in its primary key's order.
-        `SELECT bucket_start AS start, event_type, event_count AS count FROM user_activity_counts ` +
-        `WHERE ${where.join(' AND ')} ORDER BY bucket_start, event_type`
-      : `SELECT DATE_FORMAT(bucket_start, '%Y-%m-%d 00:00:00') AS start, event_type, SUM(event_count) AS count ` +
+        `SELECT DATE_FORMAT(bucket_start, '%Y-%m-%dT%H:00:00.000Z') AS start, event_type, event_count AS count ` +
+        `FROM user_activity_counts WHERE ${where.join(' AND ')} ORDER BY bucket_start, event_type`
+      : `SELECT DATE_FORMAT(bucket_start, '%Y-%m-%dT00:00:00.000Z') AS start, event_type, SUM(event_count) AS count ` +
         `FROM user_activity_counts WHERE ${where.join(' AND ')} GROUP BY start, event_type ORDER BY start, event_type`
   return { sql, values }
 }

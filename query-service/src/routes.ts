@@ -7,7 +7,6 @@ import {
   datetimeOf,
   eventQuery,
   INTERVAL_MS,
-  isoOf,
   statsQuery,
   timelineQuery,
   toEvent,
@@ -176,7 +175,7 @@ export async function readRoutes(app: FastifyInstance, { reader, cursors, guarde
       const rows = await reader.query<CountRow>(sql, values)
       return {
         interval: query.interval,
-        buckets: rows.map((row) => ({ start: isoOf(row.start), event_type: row.event_type, count: Number(row.count) })),
+        buckets: rows.map((row) => ({ start: row.start, event_type: row.event_type, count: Number(row.count) })),
       }
     },
   )
