@@ -181,6 +181,11 @@ export class Cluster {
   lettersRemovedUnseen = 0
   /** Faults in effect now, as `name target` (the schedule keeps it). */
   readonly applied = new Set<string>()
+  /**
+   * Set once table-renamed merged a re-created table back: events stored in both tables were
+   * counted in both, so the hourly counts no longer equal the rows (the fault's doing).
+   */
+  tableMerged = false
   /** Publishes that many poison messages (the load sets it): a DLQ worth replaying. */
   poisonBurst: (count: number) => Promise<void> = async () => undefined
   /** Publishes that many batch messages of 1,000 events of about 1 KB (the load sets it). */

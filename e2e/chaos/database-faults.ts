@@ -178,6 +178,7 @@ export const databaseFaults: Fault[] = [
         300_000, // a long fault's rows (100,000 and more) into a table of millions
       )
       await c.mariadb.sql(`DROP TABLE ${db}.${recreated}`)
+      c.tableMerged = true
     },
   },
   {
