@@ -18,6 +18,8 @@ const VALUE_ERRNOS = new Set([
 ])
 export const ER_NET_PACKET_TOO_LARGE = 1153
 export const ER_LOCK_DEADLOCK = 1213
+/** MariaDB's "Record has changed since last read" (innodb_snapshot_isolation): retried at once, as a deadlock. */
+export const ER_CHECKREAD = 1020
 export const ER_NO_SUCH_TABLE = 1146
 
 /**
@@ -65,7 +67,7 @@ export function classifyFailure(err: unknown): FailureKind {
   const { sqlState } = (err ?? {}) as { sqlState?: unknown }
   if (err instanceof RowTooLargeError || errno === ER_NET_PACKET_TOO_LARGE) return 'too-large'
   // InnoDB rolled the statement back to break a cycle of locks: at once again is the cure.
-  if (errno === ER_LOCK_DEADLOCK || sqlState === '40001') return 'deadlock'
+  if (errno === ER_LOCK_DEADLOCK || errno === ER_CHECKREAD || sqlState === '40001') return 'deadlock'
   if (typeof sqlState === 'string' && /^2[23]/.test(sqlState)) return 'data'
   if (errno !== undefined && VALUE_ERRNOS.has(errno)) return 'data'
   return 'transient'

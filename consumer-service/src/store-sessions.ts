@@ -16,10 +16,25 @@ import { orAfter } from 'event-contract'
  * and with autocommit, never chaining a transaction on, so a stored row is committed when its
  * INSERT returns whatever the server's defaults (autocommit=0 in my.cnf or init_connect, or
  * completion_type=CHAIN after the probe's ROLLBACK, would roll acked events back).
+ *
+ * A batch's transaction whose link dies between its INSERT and its COMMIT, the server never told
+ * (a partition, a paused consumer), would hold its rows' locks until the server's wait_timeout
+ * (8 hours by default), and the batch, retried on another session, would wait on them: the
+ * session's wait_timeout is twice the statement bound instead, and its lock waits end before the
+ * statement bound (or sooner, as the server's own setting says). READ COMMITTED: a transaction
+ * reads what is committed when it reads, so servers that check snapshots on write (MariaDB 11.6's
+ * innodb_snapshot_isolation) do not refuse a count another session has just added to.
  */
-const SESSION_SQL =
-  "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', " +
-  "autocommit = 1, completion_type = 'NO_CHAIN'"
+function sessionSql(timeoutMs: number): string[] {
+  const waitSeconds = Math.max(5, Math.ceil((2 * timeoutMs) / 1000))
+  const lockSeconds = Math.max(1, Math.floor((2 * timeoutMs) / 3000))
+  return [
+    "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', " +
+      `autocommit = 1, completion_type = 'NO_CHAIN', wait_timeout = ${waitSeconds}, ` +
+      `innodb_lock_wait_timeout = LEAST(@@GLOBAL.innodb_lock_wait_timeout, ${lockSeconds})`,
+    'SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED',
+  ]
+}
 /** How long `close()` lets a running query finish before it drops the connections. */
 const CLOSE_TIMEOUT_MS = 2000
 /** The server's max_allowed_packet is read again this often (and before refusing a row). */
@@ -47,7 +62,14 @@ export class Sessions {
     this.#log = log
     this.#options = options
     this.#timeoutMs = timeoutMs
-    this.#pool = mysql.createPool({ ...options, connectionLimit: 4, maxIdle: 4 })
+    // Idle connections close well before the session's wait_timeout (sessionSql) ends them on
+    // the server's side: a connection taken from the pool is never one the server has dropped.
+    this.#pool = mysql.createPool({
+      ...options,
+      connectionLimit: 4,
+      maxIdle: 0,
+      idleTimeout: Math.max(5, Math.ceil((2 * timeoutMs) / 1000)) * 250,
+    })
     this.#pool.pool.on('connection', (connection) => {
       this.#open.add(connection)
       this.#generationOf.set(connection, this.#generation)
@@ -114,7 +136,9 @@ export class Sessions {
   async #setUp(connection: PoolConnection): Promise<void> {
     if (this.#ready.has(connection.connection)) return
     try {
-      await connection.query({ sql: SESSION_SQL, timeout: this.#timeoutMs })
+      for (const sql of sessionSql(this.#timeoutMs)) {
+        await connection.query({ sql, timeout: this.#timeoutMs })
+      }
     } catch (err) {
       this.#log.error({ err }, 'could not set up the database session; closing it')
       connection.destroy()

@@ -51,6 +51,10 @@ describe('classifyFailure', () => {
     expect(classifyFailure(Object.assign(new Error('x'), { sqlState: '40001' }))).toBe('deadlock')
   })
 
+  it("so is MariaDB's record changed since last read (errno 1020, innodb_snapshot_isolation)", () => {
+    expect(classifyFailure(Object.assign(new Error('x'), { errno: 1020, sqlState: 'HY000' }))).toBe('deadlock')
+  })
+
   it('a statement over max_allowed_packet is too large: split, then dead-letter the row', () => {
     expect(classifyFailure(Object.assign(new Error('x'), { errno: 1153, sqlState: '08S01' }))).toBe('too-large')
     expect(classifyFailure(new RowTooLargeError(2_000_000, 1_048_576))).toBe('too-large')

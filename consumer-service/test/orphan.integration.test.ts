@@ -1,0 +1,84 @@
+// Integration: a transaction whose link dies between its INSERT and its COMMIT, the server never
+// told (a partition, a paused consumer). Its locks must not outlive it for long: the server ends
+// such a session, so that the batch, retried on another session, is stored soon.
+import net from 'node:net'
+import { randomUUID } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { pino } from 'pino'
+import { countsDrift, createTestDatabase, database } from '../../test-support/database.js'
+import { Store, TransientStoreError, type Row } from '../src/store.js'
+
+const logger = pino({ level: 'silent' })
+const row = (): Row => [randomUUID(), 7, 'login', '2026-02-20 04:30:00.123', '{"a":1}', '2026-02-20 04:30:01.000']
+
+/**
+ * Forwards a MySQL connection until the client sends `marker`; from then on it forwards nothing
+ * either way and closes nothing: the server sees an idle session, the client no answer.
+ */
+async function blackholeAfter(marker: string, target: { host: string; port: number }) {
+  const sockets: net.Socket[] = []
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target.port, target.host)
+    sockets.push(client, upstream)
+    let holed = false
+    client.on('data', (chunk) => {
+      if (holed || chunk.includes(marker)) holed = true
+      else upstream.write(chunk)
+    })
+    upstream.on('data', (chunk) => {
+      if (!holed) client.write(chunk)
+    })
+    for (const socket of [client, upstream]) socket.on('error', () => socket.destroy())
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () => {
+      for (const socket of sockets) socket.destroy()
+      server.close()
+    },
+  }
+}
+
+describe('a transaction cut off before its COMMIT', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>
+  beforeAll(async () => {
+    db = await createTestDatabase()
+  })
+  afterAll(async () => {
+    await db.drop()
+  })
+
+  it('holds its rows only briefly: the retried batch is stored within seconds, counted once', async () => {
+    const direct = new Store({ ...database, database: db.name, logger, queryTimeoutMs: 2000 })
+    await direct.applySchema()
+    const hole = await blackholeAfter('INSERT INTO user_activity_counts', database)
+    const cut = new Store({ ...database, port: hole.port, database: db.name, logger, queryTimeoutMs: 2000 })
+    const batch = [row(), row(), row()]
+    try {
+      // The INSERT runs on the server; the counts and the COMMIT never arrive.
+      await expect(cut.insert(batch, (r) => r)).rejects.toBeInstanceOf(TransientStoreError)
+      // The batch again, on a sound session, as the consumer retries it: it waits on the orphan's
+      // row locks until the server ends the orphan.
+      const started = Date.now()
+      let outcome: Awaited<ReturnType<Store['insert']>> | undefined
+      while (!outcome && Date.now() - started < 40_000) {
+        outcome = await direct
+          .insert(batch, (r) => r)
+          .catch((err: unknown) => {
+            if (!(err instanceof TransientStoreError)) throw err
+            return undefined
+          })
+      }
+      const storedAfterMs = Date.now() - started
+      console.log(`[orphan] the retried batch stored ${storedAfterMs} ms after the cut`)
+      expect(outcome?.inserted).toBe(3)
+      expect(storedAfterMs).toBeLessThan(15_000)
+      expect(await countsDrift(db.name)).toEqual([])
+    } finally {
+      hole.close()
+      await cut.close()
+      await direct.close()
+    }
+  }, 60_000)
+})
