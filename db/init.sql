@@ -1,6 +1,10 @@
 -- The schema of the user activity store. Runs unchanged on MySQL 8.0 and MariaDB 10.11, and is
 -- safe to run again: docker compose mounts it into the MySQL init directory, and the consumer
 -- applies it at start-up. No CREATE DATABASE / USE: the connection picks the database.
+
+-- A change of the table waits at most 2 s for the transactions using it: while it waits, every
+-- other statement on the table queues behind it. The consumer tries again later.
+SET SESSION lock_wait_timeout = 2;
 CREATE TABLE IF NOT EXISTS user_activities (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   -- Idempotency key: redeliveries and client retries of one event store one row.

@@ -15,6 +15,16 @@ const row = (overrides: Partial<Record<number, unknown>> = {}): Row =>
     overrides,
   ) as Row
 
+/** The table before received_at and the counts. */
+const OLD_SCHEMA = `CREATE TABLE user_activities (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  event_id CHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL,
+  user_id INT NOT NULL, event_type VARCHAR(50) NOT NULL, \`timestamp\` DATETIME(3) NOT NULL,
+  metadata JSON, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (id), UNIQUE KEY uq_user_activities_event_id (event_id),
+  KEY idx_user_activities_user_id_timestamp (user_id, \`timestamp\`)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci`
+
 async function counted(databaseName: string): Promise<Record<string, number>> {
   const connection = await connectDatabase(databaseName)
   try {
@@ -86,20 +96,48 @@ describe('counts', () => {
 })
 
 describe('a table of an earlier version', () => {
+  it('is changed without stalling the table behind a long transaction: the change waits 2 s, then later', async () => {
+    const db = await createTestDatabase()
+    const store = new Store({ ...database, database: db.name, logger, queryTimeoutMs: 10_000 })
+    const holder = await connectDatabase(db.name)
+    const reader = await connectDatabase(db.name)
+    try {
+      await holder.query(OLD_SCHEMA)
+      await holder.query('START TRANSACTION')
+      await holder.query('SELECT COUNT(*) FROM user_activities') // holds the table's metadata lock
+      const started = Date.now()
+      const applied = store.applySchema().then(
+        () => 'applied',
+        (err: Error) => err.message,
+      )
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      // Another session's read while the change waits.
+      const readStarted = Date.now()
+      await reader.query('SELECT COUNT(*) FROM user_activities')
+      const readMs = Date.now() - readStarted
+      expect(await applied).toMatch(/lock wait timeout/i)
+      const refusedMs = Date.now() - started
+      console.log(`[counts] the change gave up after ${refusedMs} ms; a read meanwhile took ${readMs} ms`)
+      expect(refusedMs).toBeLessThan(5000)
+      expect(readMs).toBeLessThan(5000)
+      await holder.query('COMMIT')
+      await store.applySchema()
+      const [columns] = await reader.query<RowDataPacket[]>('SHOW COLUMNS FROM user_activities')
+      expect(columns.map((c) => c.Field)).toContain('received_at')
+    } finally {
+      await holder.end()
+      await reader.end()
+      await store.close()
+      await db.drop()
+    }
+  })
+
   it('gains received_at, and counts filled once from its rows; applied again, nothing is counted twice', async () => {
     const db = await createTestDatabase()
     const store = new Store({ ...database, database: db.name, logger })
     const connection = await connectDatabase(db.name)
     try {
-      // The schema before received_at and the counts.
-      await connection.query(`CREATE TABLE user_activities (
-        id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
-        event_id CHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL,
-        user_id INT NOT NULL, event_type VARCHAR(50) NOT NULL, \`timestamp\` DATETIME(3) NOT NULL,
-        metadata JSON, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-        PRIMARY KEY (id), UNIQUE KEY uq_user_activities_event_id (event_id),
-        KEY idx_user_activities_user_id_timestamp (user_id, \`timestamp\`)
-      ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci`)
+      await connection.query(OLD_SCHEMA)
       const old = Array.from({ length: 1000 }, (_, i) => [
         randomUUID(),
         1 + (i % 10),
