@@ -98,10 +98,10 @@ export interface CountRow extends RowDataPacket {
   count: string | number
 }
 
-/** Counts per bucket and event type for buckets starting in [from, to) (DATETIME text, aligned), starts in ISO. */
-export function statsQuery(interval: Interval, from: string, to: string, eventType: string | undefined) {
-  const where = ['bucket_start >= ?', 'bucket_start < ?']
-  const values: unknown[] = [from, to]
+/** Counts per bucket and event type for buckets starting in [from, last] (DATETIME text), starts in ISO. */
+export function statsQuery(interval: Interval, from: string, last: string, eventType: string | undefined) {
+  const where = ['bucket_start >= ?', 'bucket_start <= ?']
+  const values: unknown[] = [from, last]
   if (eventType !== undefined) {
     where.push('event_type = ?')
     values.push(eventType)

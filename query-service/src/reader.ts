@@ -26,8 +26,10 @@ export class DatabaseUnavailableError extends Error {
 
 /** The server stopped a statement at its time limit: MySQL's ER_QUERY_TIMEOUT, MariaDB's ER_STATEMENT_TIMEOUT. */
 const TIMEOUT_ERRNOS = new Set([3024, 1969])
-/** Errors of the query's own making (a bad column, bad SQL): a bug, answered 500. */
-const QUERY_ERRNOS = new Set([1054, 1064])
+/** Errors of the query's own making (bad SQL): a bug, answered 500. */
+const QUERY_ERRNOS = new Set([1064])
+/** A column this version reads is not there yet (the consumer of this version adds it): 503. */
+const ER_BAD_FIELD_ERROR = 1054
 /** The tables are not there yet (the consumer creates them): 503, retry later. */
 const ER_NO_SUCH_TABLE = 1146
 
@@ -59,6 +61,11 @@ export class Reader {
     })
   }
 
+  /** The bound of one query (QUERY_TIMEOUT_MS). */
+  get timeoutMs(): number {
+    return this.#timeoutMs
+  }
+
   /** Rows of `sql` with `values`; DatabaseUnavailableError when down, slow or stopped at the bound. */
   async query<T extends RowDataPacket>(sql: string, values: unknown[] = []): Promise<T[]> {
     const connection = await this.#take()
@@ -76,6 +83,11 @@ export class Reader {
       if (errno !== undefined && QUERY_ERRNOS.has(errno)) throw err
       if (errno !== undefined && TIMEOUT_ERRNOS.has(errno)) {
         throw new DatabaseUnavailableError(`the query took longer than ${this.#timeoutMs} ms`, { cause: err })
+      }
+      if (errno === ER_BAD_FIELD_ERROR) {
+        throw new DatabaseUnavailableError('the table is of an earlier version: start the consumer of this one', {
+          cause: err,
+        })
       }
       if (errno === ER_NO_SUCH_TABLE) {
         throw new DatabaseUnavailableError('no table yet: the consumer creates it when it starts', { cause: err })

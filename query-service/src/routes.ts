@@ -98,6 +98,8 @@ export async function readRoutes(app: FastifyInstance, { reader, cursors, guarde
       const events: StoredEvent[] = []
       let bytes = 0
       let more = false
+      // The page ends early, with its cursor, once filling it has taken one query bound.
+      const deadline = Date.now() + reader.timeoutMs
       for (;;) {
         const want = Math.min(CHUNK_ROWS, query.limit - events.length)
         const { sql, values } = timelineQuery(filter, after, want + 1)
@@ -108,7 +110,7 @@ export async function readRoutes(app: FastifyInstance, { reader, cursors, guarde
           after = { timestamp: row.timestamp, id: row.id }
         }
         if (rows.length <= want) break
-        if (events.length >= query.limit || bytes >= PAGE_BYTES) {
+        if (events.length >= query.limit || bytes >= PAGE_BYTES || Date.now() > deadline) {
           more = true
           break
         }
@@ -171,7 +173,8 @@ export async function readRoutes(app: FastifyInstance, { reader, cursors, guarde
         )
       }
       const bound = (ms: number) => datetimeOf(new Date(ms).toISOString())
-      const { sql, values } = statsQuery(query.interval, bound(from), bound(to), query.event_type)
+      // Buckets starting before `to`, up to its last millisecond: `to` may be the year 10000.
+      const { sql, values } = statsQuery(query.interval, bound(from), bound(to - 1), query.event_type)
       const rows = await reader.query<CountRow>(sql, values)
       return {
         interval: query.interval,

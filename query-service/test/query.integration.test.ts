@@ -228,6 +228,38 @@ describe('GET /api/v1/stats/events', () => {
   })
 })
 
+describe('edges', () => {
+  it('counts the last hour of the year 9999, the latest a timestamp may be', async () => {
+    await store_([message({ user_id: 10, event_type: 'last', timestamp: '9999-12-31T23:30:00.000Z' })])
+    const response = await app.inject({
+      url: '/api/v1/stats/events?from=9999-12-31T00:00:00Z&to=9999-12-31T23:59:59.999Z&event_type=last',
+    })
+    expect(response.json().buckets).toEqual([{ start: '9999-12-31T23:00:00.000Z', event_type: 'last', count: 1 }])
+  })
+
+  it('answers 503, not 500, over a table of an earlier version (no received_at yet)', async () => {
+    const old = await createTestDatabase()
+    const connection = await connectDatabase(old.name)
+    const oldReader = new Reader({ ...database, database: old.name, timeoutMs: 2000, logger })
+    const oldApp = await buildApp({ reader: oldReader, logger, access: { readKeys: [], adminKeys: [], open: true } })
+    try {
+      await connection.query(
+        'CREATE TABLE user_activities (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, ' +
+          'event_id CHAR(36) NOT NULL, user_id INT NOT NULL, event_type VARCHAR(50) NOT NULL, ' +
+          '`timestamp` DATETIME(3) NOT NULL, metadata JSON, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)',
+      )
+      const response = await oldApp.inject({ url: '/api/v1/users/1/events' })
+      expect(response.statusCode).toBe(503)
+      expect(response.headers['retry-after']).toBe('2')
+    } finally {
+      await oldApp.close()
+      await oldReader.close()
+      await connection.end()
+      await old.drop()
+    }
+  })
+})
+
 describe('the database slow or hung', () => {
   it('is stopped by the server at the query bound: 503, not a hung request', async () => {
     const quick = new Reader({ ...database, database: db.name, timeoutMs: 300, logger })
