@@ -107,17 +107,17 @@ export async function insertCounted(
   timeoutMs: number,
   counting: boolean,
 ): Promise<number> {
-  const run = <T extends ResultSetHeader | RowDataPacket[]>(text: string) =>
-    connection.query<T>({ sql: text, timeout: timeoutMs }).then(([result]) => result)
+  // Statements in one round trip (the pool's sessions take several at once); the last one's result.
+  const run = async <T extends ResultSetHeader | RowDataPacket[]>(...statements: string[]): Promise<T> => {
+    const [results] = await connection.query({ sql: statements.join(';\n'), timeout: timeoutMs })
+    return (statements.length === 1 ? results : (results as unknown[])[statements.length - 1]) as T
+  }
   if (!counting) return (await run<ResultSetHeader>(sql)).affectedRows
-  // In a transaction: committed if `body` resolves, else rolled back. A lost session (a
-  // timeout) is closed instead, which rolls back: a ROLLBACK would queue behind the hung statement.
-  const transaction = async <T>(body: () => Promise<T>): Promise<T> => {
-    await run<ResultSetHeader>('START TRANSACTION')
+  // Whatever fails inside the transaction rolls it back. A lost session (a timeout) is closed
+  // instead, which rolls back: a ROLLBACK would only queue behind the hung statement.
+  const rollingBack = async <T>(body: () => Promise<T>): Promise<T> => {
     try {
-      const result = await body()
-      await run<ResultSetHeader>('COMMIT')
-      return result
+      return await body()
     } catch (err) {
       if (!sessionLost(err)) {
         try {
@@ -129,30 +129,28 @@ export async function insertCounted(
       throw err
     }
   }
-  const addCounts = async (added: Map<string, Row>) => {
-    if (added.size > 0) await run<ResultSetHeader>(countsSql([...added.values()]))
-  }
+  // The counts and the COMMIT go together: a link that dies before they arrive leaves a
+  // transaction that holds its new rows only (and the session's wait_timeout ends it).
+  const commitWith = (added: Map<string, Row>) =>
+    run<ResultSetHeader>(...(added.size > 0 ? [countsSql([...added.values()])] : []), 'COMMIT')
   const all = distinct(rows)
-  try {
-    return await transaction(async () => {
-      const { affectedRows } = await run<ResultSetHeader>(sql)
-      if (affectedRows !== all.size) throw new NotAllNew()
-      await addCounts(all)
-      return affectedRows
-    })
-  } catch (err) {
-    if (!(err instanceof NotAllNew)) throw err
-  }
+  const added = await rollingBack(async () => {
+    const { affectedRows } = await run<ResultSetHeader>('START TRANSACTION', sql)
+    if (affectedRows !== all.size) {
+      await run<ResultSetHeader>('ROLLBACK')
+      return undefined
+    }
+    await commitWith(all)
+    return affectedRows
+  })
+  if (added !== undefined) return added
   const fresh = distinct(rows)
-  return transaction(async () => {
-    const found = await run<RowDataPacket[]>(mysql.format(EXISTING_SQL, [[...fresh.keys()]]))
+  return rollingBack(async () => {
+    const found = await run<RowDataPacket[]>('START TRANSACTION', mysql.format(EXISTING_SQL, [[...fresh.keys()]]))
     for (const { event_id } of found) fresh.delete(String(event_id).toLowerCase())
     const { affectedRows } = await run<ResultSetHeader>(sql)
     if (affectedRows !== fresh.size) throw new CountRaceError(fresh.size, affectedRows)
-    await addCounts(fresh)
+    await commitWith(fresh)
     return affectedRows
   })
 }
-
-/** Some of a batch's rows were there already: the INSERT is rolled back and run again, looking first. */
-class NotAllNew extends Error {}

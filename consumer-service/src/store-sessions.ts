@@ -66,6 +66,9 @@ export class Sessions {
     // the server's side: a connection taken from the pool is never one the server has dropped.
     this.#pool = mysql.createPool({
       ...options,
+      // A batch's transaction sends its statements two at a time (store-insert.ts); every value
+      // in them is escaped by mysql.format.
+      multipleStatements: true,
       connectionLimit: 4,
       maxIdle: 0,
       idleTimeout: Math.max(5, Math.ceil((2 * timeoutMs) / 1000)) * 250,
