@@ -9,6 +9,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
+import mysql from 'mysql2/promise'
 import { messageProperties } from 'event-contract'
 import { broker, connectBroker, metricValue, TcpProxy, waitFor } from '../test-support/index.js'
 import { freePort, rssBytes } from '../test-support/process.js'
@@ -1000,7 +1001,8 @@ function brokerEnv(queue: string) {
  * test's database, but INSERT on the tables only, so that a REVOKE of it takes effect at once.
  */
 async function startAsOwnUser(s: System, user: Awaited<ReturnType<typeof createTestUser>>) {
-  const connection = await connectDatabase(s.databaseName)
+  // The schema is several statements.
+  const connection = await mysql.createConnection({ ...database, database: s.databaseName, multipleStatements: true })
   try {
     await connection.query(await readFile(schemaFile, 'utf8'))
   } finally {
