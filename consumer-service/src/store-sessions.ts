@@ -62,16 +62,15 @@ export class Sessions {
     this.#log = log
     this.#options = options
     this.#timeoutMs = timeoutMs
-    // Idle connections close well before the session's wait_timeout (sessionSql) ends them on
-    // the server's side: a connection taken from the pool is never one the server has dropped.
+    // A session the server ends after its wait_timeout (sessionSql) while idle in the pool is
+    // noticed (the server says so) and left out: the next batch takes a sound one.
     this.#pool = mysql.createPool({
       ...options,
       // A batch's transaction sends its statements two at a time (store-insert.ts); every value
       // in them is escaped by mysql.format.
       multipleStatements: true,
       connectionLimit: 4,
-      maxIdle: 0,
-      idleTimeout: Math.max(5, Math.ceil((2 * timeoutMs) / 1000)) * 250,
+      maxIdle: 4,
     })
     this.#pool.pool.on('connection', (connection) => {
       this.#open.add(connection)

@@ -49,6 +49,19 @@ describe('a transaction cut off before its COMMIT', () => {
     await db.drop()
   })
 
+  it('leaves no idle session to the server to end: a store idle past wait_timeout inserts at once', async () => {
+    // The statement bound of 2 s makes the sessions' wait_timeout 5 s.
+    const store = new Store({ ...database, database: db.name, logger, queryTimeoutMs: 2000 })
+    try {
+      await store.applySchema()
+      expect((await store.insert([row(), row()], (r) => r)).inserted).toBe(2)
+      await new Promise((resolve) => setTimeout(resolve, 7000))
+      expect((await store.insert([row()], (r) => r)).inserted).toBe(1)
+    } finally {
+      await store.close()
+    }
+  }, 30_000)
+
   it('holds its rows only briefly: the retried batch is stored within seconds, counted once', async () => {
     const direct = new Store({ ...database, database: db.name, logger, queryTimeoutMs: 2000 })
     await direct.applySchema()
