@@ -135,6 +135,16 @@ describe('the database down', () => {
   })
 })
 
+describe('unknown routes', () => {
+  it('answers 404 for a path it does not serve, 405 with Allow for another method on one it does', async () => {
+    const app = await appWith({ open: true })
+    expect((await app.inject({ url: '/api/v1/nothing' })).json()).toEqual({ detail: 'Not Found' })
+    const wrong = await app.inject({ method: 'POST', url: '/api/v1/stats/events?interval=day' })
+    expect(wrong.statusCode).toBe(405)
+    expect(wrong.headers.allow).toMatch(/GET/)
+  })
+})
+
 describe('the OpenAPI document', () => {
   it('describes the three read routes with their parameters and keys', async () => {
     const app = await appWith({ open: true })

@@ -3,7 +3,7 @@
 // and which publish failure a request met, for its log line and its metrics.
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { QueueMessage } from 'event-contract'
+import { unknownRoute, type QueueMessage } from 'event-contract'
 import {
   EventValidationError,
   INVALID_EVENT_MESSAGE,
@@ -18,7 +18,6 @@ export const QUEUE_FAILED_MESSAGE = 'Failed to queue event'
 /** Seconds a client is told to wait after a 503. */
 export const RETRY_AFTER_SECONDS = 1
 export const WWW_AUTHENTICATE = 'Bearer realm="events", Basic realm="events"'
-const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -100,11 +99,9 @@ async function errorHandler(app: FastifyInstance): Promise<void> {
   })
 
   app.setNotFoundHandler((request, reply) => {
-    // A known path with another method is a 405 with Allow, as FastAPI answers.
-    const url = request.url.split('?')[0] as string
-    const allowed = HTTP_METHODS.filter((method) => app.hasRoute({ method, url }))
-    if (allowed.length === 0) return reply.code(404).send({ detail: 'Not Found' })
-    return reply.code(405).header('allow', allowed.join(', ')).send({ detail: 'Method Not Allowed' })
+    const answer = unknownRoute(app, request.url)
+    if (answer.allow) reply.header('allow', answer.allow)
+    return reply.code(answer.statusCode).send(answer.body)
   })
 }
 

@@ -3,12 +3,12 @@
 // database is down or slow.
 import type { FastifyError, FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { unknownRoute } from 'event-contract'
 import { INVALID_PARAMETERS_MESSAGE, ParameterError, UnauthorizedError } from '../errors.js'
 import { DatabaseUnavailableError } from '../reader.js'
 
 /** Seconds a client is told to wait after a 503. */
 export const RETRY_AFTER_SECONDS = 2
-const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 export interface ErrorHandlerOptions {
   /** Told of each request answered 503 for the database. */
@@ -45,10 +45,9 @@ async function errorHandler(app: FastifyInstance, options: ErrorHandlerOptions):
   })
 
   app.setNotFoundHandler((request, reply) => {
-    const url = request.url.split('?')[0] as string
-    const allowed = HTTP_METHODS.filter((method) => app.hasRoute({ method, url }))
-    if (allowed.length === 0) return reply.code(404).send({ detail: 'Not Found' })
-    return reply.code(405).header('allow', allowed.join(', ')).send({ detail: 'Method Not Allowed' })
+    const answer = unknownRoute(app, request.url)
+    if (answer.allow) reply.header('allow', answer.allow)
+    return reply.code(answer.statusCode).send(answer.body)
   })
 }
 
