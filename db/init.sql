@@ -50,3 +50,16 @@ SELECT
   COUNT(*) AS event_count
 FROM user_activities
 GROUP BY bucket_start, event_type;
+
+-- Erased users (DELETE /api/v1/users/{user_id}/events, `npm run erase`): a user's events that
+-- the producer received at or before erased_before (their received_at; all of them when it is
+-- unknown) are never stored again. The consumer checks this table after each batch's INSERT, in
+-- the same transaction, and removes the stored ones in chunks; completed_at is set once they are
+-- gone. A second erasure of the same user moves erased_before on.
+CREATE TABLE IF NOT EXISTS user_erasures (
+  user_id INT NOT NULL,
+  erased_before DATETIME(3) NOT NULL,
+  completed_at DATETIME(3) NULL,
+  PRIMARY KEY (user_id),
+  KEY idx_user_erasures_pending (completed_at)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;

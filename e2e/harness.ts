@@ -96,6 +96,21 @@ export class System {
     await waitFor(async () => (await this.queueConsumers()) > 0, { what: 'the consumer subscribed', timeoutMs: 15_000 })
   }
 
+  /**
+   * Another consumer process on the same queue and database (its own health port), `env` added;
+   * the caller stops it.
+   */
+  async spawnConsumer(env: Record<string, string> = {}): Promise<ServiceProcess & { health: string }> {
+    const health = `http://127.0.0.1:${await freePort()}/health`
+    const consumer = spawnService(consumerMain, {
+      ...this.#consumerEnv,
+      ...env,
+      HEALTH_PORT: new URL(health).port,
+    })
+    await waitFor(() => this.healthy(health), { what: 'the second consumer to be healthy', timeoutMs: 15_000 })
+    return Object.assign(consumer, { health })
+  }
+
   /** Consumers subscribed to the queue, as RabbitMQ counts them. */
   async queueConsumers(): Promise<number> {
     const connection = await connectBroker()

@@ -4,9 +4,12 @@ import { database, uniqueName } from './index.js'
 
 export { database }
 
-export async function connectDatabase(databaseName?: string): Promise<mysql.Connection> {
+export async function connectDatabase(
+  databaseName?: string,
+  options: mysql.ConnectionOptions = {},
+): Promise<mysql.Connection> {
   try {
-    return await mysql.createConnection({ ...database, database: databaseName, timezone: 'Z' })
+    return await mysql.createConnection({ ...database, database: databaseName, timezone: 'Z', ...options })
   } catch (err) {
     throw new Error(
       `MySQL/MariaDB is not reachable at ${database.host}:${database.port} as ${database.user}. Start it (on this ` +

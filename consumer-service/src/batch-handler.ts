@@ -69,7 +69,8 @@ export class BatchHandler {
       this.#lastStoredAt = Date.now()
       this.#options.events.emit('stored', {
         inserted: outcome.inserted,
-        duplicates: outcome.stored.length - outcome.inserted,
+        duplicates: outcome.stored.length - outcome.inserted - outcome.erased,
+        erased: outcome.erased,
         rows: items.length,
         seconds: outcome.seconds,
         lagMs: Date.now() - Date.parse((items[0] as Item).message.received_at),

@@ -30,9 +30,18 @@ export const ConfigSchema = Type.Object({
    * service's stats read them. Off, they fall behind the rows for good (the benchmark's "without").
    */
   CONSUMER_KEEP_COUNTS: Type.Boolean({ default: true }),
+  /**
+   * Events whose `timestamp` is more than this many days old are removed continuously (one
+   * consumer at a time); unset or empty keeps them forever.
+   */
+  RETENTION_DAYS: Type.Optional(Type.Integer({ minimum: 1, maximum: 36_500 })),
+  /** How often a consumer looks for erased users' rows and expired events to remove. */
+  LIFECYCLE_INTERVAL_MS: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 10_000 }),
 })
 export type Config = Static<typeof ConfigSchema>
 
 export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  return loadConfig(ConfigSchema, env)
+  // Empty is unset (compose passes `${RETENTION_DAYS:-}`): keep forever.
+  const { RETENTION_DAYS, ...rest } = env
+  return loadConfig(ConfigSchema, RETENTION_DAYS === '' ? rest : env)
 }

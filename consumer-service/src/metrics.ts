@@ -24,6 +24,17 @@ export function createConsumerMetrics() {
       help: 'Events already stored (a redelivery or a client retry), ignored',
       registers,
     }),
+    erased: new client.Counter({
+      name: 'consumer_events_erased_total',
+      help: 'Events not stored because their user was erased after the producer received them',
+      registers,
+    }),
+    removed: new client.Counter({
+      name: 'consumer_events_removed_total',
+      help: 'Stored events this process removed: of erased users (erased), past RETENTION_DAYS (expired)',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     batches: new client.Counter({ name: 'consumer_batches_total', help: 'INSERT batches committed', registers }),
     batchSize: new client.Histogram({
       name: 'consumer_batch_size',
@@ -78,9 +89,10 @@ export interface WorkerGauges {
 
 /** Counts the worker's events, and reads its gauges at scrape time. */
 export function observeWorker(metrics: ConsumerMetrics, worker: WorkerGauges & WorkerEmitter): void {
-  worker.on('stored', ({ inserted, duplicates, rows, seconds }) => {
+  worker.on('stored', ({ inserted, duplicates, erased, rows, seconds }) => {
     metrics.stored.inc(inserted)
     metrics.duplicates.inc(duplicates)
+    metrics.erased.inc(erased)
     metrics.batches.inc()
     metrics.batchSize.observe(rows)
     metrics.insertSeconds.observe(seconds)

@@ -90,9 +90,44 @@ function distinct(rows: Row[]): Map<string, Row> {
   return first
 }
 
+/** The erasures that cover some of `rows`' users: user_id to erased_before (DATETIME(3) text). */
+function erasuresSql(rows: Row[]): string {
+  const users = [...new Set(rows.map((row) => row[1]))]
+  return mysql.format(
+    "SELECT user_id, DATE_FORMAT(erased_before, '%Y-%m-%d %H:%i:%s.%f') AS erased_before " +
+      'FROM user_erasures WHERE user_id IN (?)',
+    [users],
+  )
+}
+
+/** Rows of an erased user that the producer received at or before the erasure (or at an unknown time). */
+function erasedRows(rows: Row[], erasures: RowDataPacket[]): Set<Row> {
+  if (erasures.length === 0) return new Set()
+  const before = new Map(erasures.map((e) => [Number(e.user_id), String(e.erased_before).slice(0, 23)]))
+  return new Set(
+    rows.filter((row) => {
+      const erased = before.get(row[1])
+      return erased !== undefined && (row[5] === null || row[5] <= erased)
+    }),
+  )
+}
+
+export interface InsertResult {
+  /** Rows new to the table. */
+  added: number
+  /** Rows not stored because their user was erased after the producer received them. */
+  erased: Row[]
+}
+
 /**
- * Runs `sql` (insertSql of `rows`) with the counts of the rows it adds, in one transaction:
- * both or neither. Returns the number of rows added. With `counting` off, runs the INSERT alone.
+ * Runs `sql` (insertSql of `rows`) with the counts of the rows it adds, in one transaction: both or neither. With
+ * `counting` off, the counts are left alone.
+ *
+ * Erased users: after the INSERT, in the same transaction, the erasures of the batch's users are
+ * read; if one covers a row, the transaction is rolled back and run again without the rows it
+ * covers. The look comes after the INSERT on purpose: an erasure recorded later than the look
+ * finds the inserted rows (its chunked DELETE waits for this transaction's locks on them), and one
+ * recorded earlier is seen by it. Either way no row of an erased user is left.
  *
  * Most batches are all new: when the INSERT adds a row for every distinct event_id, those are
  * the rows counted. When it adds fewer (a redelivery, a client's retry, or another session
@@ -106,13 +141,12 @@ export async function insertCounted(
   rows: Row[],
   timeoutMs: number,
   counting: boolean,
-): Promise<number> {
-  // Statements in one round trip (the pool's sessions take several at once); the last one's result.
-  const run = async <T extends ResultSetHeader | RowDataPacket[]>(...statements: string[]): Promise<T> => {
+): Promise<InsertResult> {
+  // Statements in one round trip (the pool's sessions take several at once); each one's result.
+  const run = async (...statements: string[]): Promise<unknown[]> => {
     const [results] = await connection.query({ sql: statements.join(';\n'), timeout: timeoutMs })
-    return (statements.length === 1 ? results : (results as unknown[])[statements.length - 1]) as T
+    return statements.length === 1 ? [results] : (results as unknown[])
   }
-  if (!counting) return (await run<ResultSetHeader>(sql)).affectedRows
   // Whatever fails inside the transaction rolls it back. A lost session (a timeout) is closed
   // instead, which rolls back: a ROLLBACK would only queue behind the hung statement.
   const rollingBack = async <T>(body: () => Promise<T>): Promise<T> => {
@@ -121,7 +155,7 @@ export async function insertCounted(
     } catch (err) {
       if (!sessionLost(err)) {
         try {
-          await run<ResultSetHeader>('ROLLBACK')
+          await run('ROLLBACK')
         } catch (rollbackErr) {
           throw new RollbackFailedError(rollbackErr)
         }
@@ -132,25 +166,46 @@ export async function insertCounted(
   // The counts and the COMMIT go together: a link that dies before they arrive leaves a
   // transaction that holds its new rows only (and the session's wait_timeout ends it).
   const commitWith = (added: Map<string, Row>) =>
-    run<ResultSetHeader>(...(added.size > 0 ? [countsSql([...added.values()])] : []), 'COMMIT')
-  const all = distinct(rows)
-  const added = await rollingBack(async () => {
-    const { affectedRows } = await run<ResultSetHeader>('START TRANSACTION', sql)
-    if (affectedRows !== all.size) {
-      await run<ResultSetHeader>('ROLLBACK')
-      return undefined
+    run(...(counting && added.size > 0 ? [countsSql([...added.values()])] : []), 'COMMIT')
+
+  const erased: Row[] = []
+  let live = rows
+  // Without the look-up first, unless a first try added fewer rows than it was given.
+  let lookUp = false
+  for (;;) {
+    if (live.length === 0) return { added: 0, erased }
+    const batch = live
+    type Outcome = { added: number } | { covered: Set<Row> } | { retry: true }
+    const outcome = await rollingBack(async (): Promise<Outcome> => {
+      const fresh = distinct(batch)
+      const results = await run(
+        'START TRANSACTION',
+        ...(lookUp ? [mysql.format(EXISTING_SQL, [[...fresh.keys()]])] : []),
+        batch === rows ? sql : insertSql(batch),
+        erasuresSql(batch),
+      )
+      const found = lookUp ? (results[1] as RowDataPacket[]) : []
+      const { affectedRows } = results[lookUp ? 2 : 1] as ResultSetHeader
+      const covered = erasedRows(batch, results[lookUp ? 3 : 2] as RowDataPacket[])
+      if (covered.size > 0) {
+        await run('ROLLBACK')
+        return { covered }
+      }
+      for (const { event_id } of found) fresh.delete(String(event_id).toLowerCase())
+      if (!counting || affectedRows === fresh.size) {
+        await commitWith(fresh)
+        return { added: affectedRows }
+      }
+      if (lookUp) throw new CountRaceError(fresh.size, affectedRows)
+      await run('ROLLBACK')
+      return { retry: true }
+    })
+    if ('added' in outcome) return { added: outcome.added, erased }
+    if ('covered' in outcome) {
+      erased.push(...outcome.covered)
+      live = batch.filter((row) => !outcome.covered.has(row))
+    } else {
+      lookUp = true
     }
-    await commitWith(all)
-    return affectedRows
-  })
-  if (added !== undefined) return added
-  const fresh = distinct(rows)
-  return rollingBack(async () => {
-    const found = await run<RowDataPacket[]>('START TRANSACTION', mysql.format(EXISTING_SQL, [[...fresh.keys()]]))
-    for (const { event_id } of found) fresh.delete(String(event_id).toLowerCase())
-    const { affectedRows } = await run<ResultSetHeader>(sql)
-    if (affectedRows !== fresh.size) throw new CountRaceError(fresh.size, affectedRows)
-    await commitWith(fresh)
-    return affectedRows
-  })
+  }
 }

@@ -20,6 +20,8 @@ const PROBE_COUNTS_SQL =
   "INSERT INTO user_activity_counts (bucket_start, event_type, event_count) VALUES ('1970-01-02 00:00:00', 'probe', 0) " +
   'ON DUPLICATE KEY UPDATE event_count = event_count'
 
+const PROBE_ERASURES_SQL = 'SELECT user_id FROM user_erasures WHERE user_id = 0'
+
 /**
  * Writes the probe rows in a transaction and rolls it back: proves what `SELECT 1` does not,
  * that the tables are there, INSERT granted and the server writable. Throws why not.
@@ -30,6 +32,8 @@ export async function probeOnce(sessions: Sessions, counting: boolean, log: Logg
     try {
       await connection.query({ sql: PROBE_SQL, timeout: PROBE_TIMEOUT_MS })
       if (counting) await connection.query({ sql: PROBE_COUNTS_SQL, timeout: PROBE_TIMEOUT_MS })
+      // And the look at the erasures that follows every INSERT (store-insert.ts).
+      await connection.query({ sql: PROBE_ERASURES_SQL, timeout: PROBE_TIMEOUT_MS })
     } catch (err) {
       // The server took the write and refused the probe's values (a narrowed column, say):
       // writes work; what it refuses of real events is dead-lettered as data.

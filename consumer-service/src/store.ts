@@ -11,7 +11,7 @@ import {
   RowTooLargeError,
   TransientStoreError,
 } from './store-errors.js'
-import { insertCounted, insertSql, type Row } from './store-insert.js'
+import { insertCounted, insertSql, type InsertResult, type Row } from './store-insert.js'
 import { probeOnce } from './store-probe.js'
 import { Sessions } from './store-sessions.js'
 
@@ -43,6 +43,8 @@ export interface InsertOutcome<T> {
   rejected: { item: T; err: Error }[]
   /** Rows new to the table. */
   inserted: number
+  /** Rows not stored because their user was erased after the producer received them (also in `stored`: settled). */
+  erased: number
 }
 
 export interface StoreOptions {
@@ -167,7 +169,7 @@ export class Store {
    * when the database is unavailable; the caller retries the whole batch (inserts are idempotent).
    */
   async insert<T>(items: T[], rowOf: (item: T) => Row): Promise<InsertOutcome<T>> {
-    const outcome: InsertOutcome<T> = { stored: [], rejected: [], inserted: 0 }
+    const outcome: InsertOutcome<T> = { stored: [], rejected: [], inserted: 0, erased: 0 }
     // In event_id order: consumers inserting at once then take the unique index's locks in one
     // order, and cannot deadlock each other.
     const rows = items.map((item) => ({ item, row: rowOf(item) }))
@@ -187,9 +189,10 @@ export class Store {
       // A row is refused only against the server's limit of now: it may have been raised.
       if (bytes > limit && rows.length === 1) limit = await this.#sessions.maxAllowedPacket(true)
       if (bytes > limit) throw new RowTooLargeError(bytes, limit)
-      const inserted = await this.#write(() => this.#execute(sql, batch))
+      const { added, erased } = await this.#write(() => this.#execute(sql, batch))
       for (const { item } of rows) outcome.stored.push(item)
-      outcome.inserted += inserted
+      outcome.inserted += added
+      outcome.erased += erased.length
     } catch (err) {
       const kind = classifyFailure(err)
       if (kind === 'transient' || kind === 'deadlock') throw new TransientStoreError(err)
@@ -214,7 +217,7 @@ export class Store {
    * over the same rows, is retried at once, a few times; a missing table is created
    * again from the schema (at most every SCHEMA_RETRY_MS) and the INSERT retried once.
    */
-  async #execute(sql: string, rows: Row[]): Promise<number> {
+  async #execute(sql: string, rows: Row[]): Promise<InsertResult> {
     let recreated = false
     for (let attempt = 0; ; attempt++) {
       try {

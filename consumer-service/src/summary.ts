@@ -4,16 +4,27 @@ import type { Logger } from 'pino'
 import type { WorkerEmitter } from './worker-events.js'
 
 function empty() {
-  return { stored: 0, duplicates: 0, deadLettered: 0, batches: 0, lagMs: 0 }
+  return { stored: 0, duplicates: 0, erased: 0, deadLettered: 0, batches: 0, lagMs: 0 }
 }
 
 /** Logs a summary every `intervalMs`; `close()` logs what is left and stops. */
 export function logSummaries(events: WorkerEmitter, logger: Logger, intervalMs = 10_000): { close(): void } {
   let tally = empty()
-  const onStored = ({ inserted, duplicates, lagMs }: { inserted: number; duplicates: number; lagMs: number }) => {
+  const onStored = ({
+    inserted,
+    duplicates,
+    erased,
+    lagMs,
+  }: {
+    inserted: number
+    duplicates: number
+    erased: number
+    lagMs: number
+  }) => {
     tally.batches++
     tally.stored += inserted
     tally.duplicates += duplicates
+    tally.erased += erased
     tally.lagMs = lagMs
   }
   const onDeadLettered = ({ count }: { count: number }) => {

@@ -4,7 +4,7 @@ import type { DeadLetterKind } from './dead-letter.js'
 
 export interface WorkerEvents {
   /** A batch committed: rows new, rows already there, rows sent, the INSERT's time, lag of its first event. */
-  stored: [{ inserted: number; duplicates: number; rows: number; seconds: number; lagMs: number }]
+  stored: [{ inserted: number; duplicates: number; erased: number; rows: number; seconds: number; lagMs: number }]
   /** Letters of one kind confirmed on the dead-letter queue. */
   deadLettered: [{ kind: DeadLetterKind; count: number }]
   /** Letters the broker did not queue (`nacked`: the DLQ refuses; `returned`: no DLQ); retried. */

@@ -7,12 +7,15 @@ import type { Access } from './config.js'
 import { Cursors } from './cursor.js'
 import type { QueryMetrics } from './metrics.js'
 import errorHandler from './plugins/error-handler.js'
-import readKeys, { READ_ROUTE } from './plugins/read-keys.js'
+import readKeys, { ADMIN_ROUTE, READ_ROUTE } from './plugins/read-keys.js'
+import { eraseRoute } from './erase-route.js'
 import type { Reader } from './reader.js'
 import { readRoutes } from './routes.js'
 
 export interface AppOptions {
   reader: Reader
+  /** The primary, for erasures, when `reader` reads a replica; `reader` otherwise. */
+  writer?: Reader
   logger: FastifyBaseLogger
   access: Access
   /** Signs the timeline's cursors (QUERY_CURSOR_SECRET). */
@@ -25,7 +28,7 @@ const HealthSchema = Type.Object({
   checks: Type.Object({ mysql: Type.Enum(['up', 'down']) }),
 })
 
-export async function buildApp({ reader, logger, access, cursorSecret, metrics }: AppOptions) {
+export async function buildApp({ reader, writer = reader, logger, access, cursorSecret, metrics }: AppOptions) {
   const app = Fastify({ loggerInstance: logger })
   // The routes' schemas document them; each handler checks its parameters itself
   // (parseParameters), for errors in FastAPI's shape and timestamps read as the producer reads them.
@@ -35,7 +38,7 @@ export async function buildApp({ reader, logger, access, cursorSecret, metrics }
     openapi: {
       info: {
         title: 'User Activity Tracker: queries',
-        description: "Reads what was stored: a user's timeline, one event, counts over time.",
+        description: "Reads what was stored: a user's timeline, one event, counts over time; erases a user.",
         version: '1.0.0',
       },
       components: {
@@ -65,6 +68,7 @@ export async function buildApp({ reader, logger, access, cursorSecret, metrics }
   }
 
   await app.register(readRoutes, { reader, cursors: new Cursors(cursorSecret), guarded: READ_ROUTE })
+  await app.register(eraseRoute, { writer, guarded: ADMIN_ROUTE })
 
   app.get(
     '/health',

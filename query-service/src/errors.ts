@@ -18,6 +18,13 @@ export class UnauthorizedError extends createError('ERR_UNAUTHORIZED', '%s', 401
   }
 }
 
+/** A key that may read but not erase: 403. */
+export class ForbiddenError extends createError('ERR_FORBIDDEN', '%s', 403) {
+  constructor(reason: string) {
+    super(reason)
+  }
+}
+
 /** One parameter's problem, as a ParameterError. */
 export function parameterError(loc: (string | number)[], msg: string, type = 'value_error'): ParameterError {
   return new ParameterError([{ loc, msg, type }])

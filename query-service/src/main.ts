@@ -19,6 +19,18 @@ const reader = new Reader({
   timeoutMs: config.QUERY_TIMEOUT_MS,
   logger,
 })
+// Erasures are writes: on the primary when reads go to a replica.
+const writer = config.MYSQL_READ_HOST
+  ? new Reader({
+      host: config.MYSQL_HOST,
+      port: config.MYSQL_PORT,
+      user: config.MYSQL_USER,
+      password: config.MYSQL_PASSWORD,
+      database: config.MYSQL_DATABASE,
+      timeoutMs: config.QUERY_TIMEOUT_MS,
+      logger,
+    })
+  : reader
 // Before anything that awaits: a SIGTERM while starting up closes what has started, and exits 0.
 let app: FastifyInstance | undefined = undefined
 closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
@@ -26,12 +38,13 @@ closeWithGrace({ delay: 10_000, logger }, async ({ signal, err }) => {
   else logger.info({ signal }, 'shutting down')
   // In-flight reads finish within their query bound; then the pool closes.
   await app?.close()
-  await reader.close()
+  await Promise.all([reader.close(), writer !== reader && writer.close()])
 })
 
 logger.info({ mysql: reader.location, replica: Boolean(config.MYSQL_READ_HOST) }, 'starting')
 app = await buildApp({
   reader,
+  writer,
   logger,
   access,
   cursorSecret: config.QUERY_CURSOR_SECRET,

@@ -2,7 +2,10 @@
 // (user_id, timestamp) index newest first, from a position (keyset pagination, never OFFSET);
 // counts come from user_activity_counts, never from the raw rows.
 import type { RowDataPacket } from 'mysql2/promise'
+import { erasedCondition } from 'event-contract'
 import type { Position } from './cursor.js'
+
+const ERASED = erasedCondition('user_activities')
 
 const COLUMNS =
   'id, event_id, user_id, event_type, `timestamp`, metadata, received_at, ' +
@@ -74,6 +77,8 @@ export function timelineQuery(filter: TimelineFilter, after: Position | undefine
     values.push(...given)
   }
   add('user_id = ?', filter.userId)
+  // An erased user's rows are hidden from the erasure on, before the consumer has removed them.
+  add(`NOT ${ERASED}`)
   if (filter.from !== undefined) add('`timestamp` >= ?', filter.from)
   if (filter.to !== undefined) add('`timestamp` < ?', filter.to)
   if (filter.eventType !== undefined) add('event_type = ?', filter.eventType)
@@ -86,7 +91,7 @@ export function timelineQuery(filter: TimelineFilter, after: Position | undefine
 }
 
 export function eventQuery(eventId: string) {
-  return { sql: `SELECT ${COLUMNS} FROM user_activities WHERE event_id = ?`, values: [eventId] }
+  return { sql: `SELECT ${COLUMNS} FROM user_activities WHERE event_id = ? AND NOT ${ERASED}`, values: [eventId] }
 }
 
 export type Interval = 'hour' | 'day'

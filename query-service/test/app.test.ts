@@ -76,6 +76,47 @@ describe('read keys', () => {
   })
 })
 
+describe('admin keys: erasure', () => {
+  const erase = (app: Awaited<ReturnType<typeof appWith>>, headers: Record<string, string> = {}, user = '7') =>
+    app.inject({ method: 'DELETE', url: `/api/v1/users/${user}/events`, headers })
+
+  it('takes an admin key only: none or a write key is 401, a read key 403, and QUERY_OPEN opens nothing', async () => {
+    const app = await appWith({ readKeys: ['read-key'], adminKeys: ['admin-key'], open: true })
+    expect((await erase(app)).statusCode).toBe(401)
+    expect((await erase(app, { authorization: 'Bearer write-key' })).statusCode).toBe(401)
+    const read = await erase(app, { authorization: 'Bearer read-key' })
+    expect(read.statusCode).toBe(403)
+    expect(read.json().detail).toMatch(/ADMIN_API_KEYS/)
+    const forms: Record<string, string>[] = [
+      { authorization: 'Bearer admin-key' },
+      { authorization: `Basic ${Buffer.from('admin-key:').toString('base64')}` },
+      { 'x-api-key': 'admin-key' },
+    ]
+    for (const headers of forms) {
+      // Past the key check, the database (down) answers.
+      expect((await erase(app, headers)).statusCode).toBe(503)
+    }
+  })
+
+  it('answers 401 saying how to set admin keys when there are none', async () => {
+    const app = await appWith({ readKeys: ['read-key'], open: true })
+    const response = await erase(app, { authorization: 'Bearer read-key' })
+    expect(response.statusCode).toBe(401)
+    expect(response.json().detail).toMatch(/ADMIN_API_KEYS/)
+  })
+
+  it.each([
+    ['abc', 'int_type'],
+    ['0', 'greater_than_equal'],
+    ['1.5', 'int_type'],
+  ])('refuses user %s with a 400 at ["path","user_id"]', async (user, type) => {
+    const app = await appWith({ adminKeys: ['admin-key'] })
+    const response = await erase(app, { authorization: 'Bearer admin-key' }, user)
+    expect(response.statusCode).toBe(400)
+    expect(response.json().detail[0]).toMatchObject({ loc: ['path', 'user_id'], type })
+  })
+})
+
 describe('parameters', () => {
   let app: Awaited<ReturnType<typeof appWith>>
   beforeAll(async () => {
@@ -84,6 +125,10 @@ describe('parameters', () => {
 
   it.each([
     ['/api/v1/users/abc/events', ['path', 'user_id'], 'int_type'],
+    ['/api/v1/users/1.5/events', ['path', 'user_id'], 'int_type'],
+    ['/api/v1/users/1e3/events', ['path', 'user_id'], 'int_type'],
+    [`${TIMELINE}?limit=2.7`, ['query', 'limit'], 'int_type'],
+    [`${TIMELINE}?limit=0x10`, ['query', 'limit'], 'int_type'],
     ['/api/v1/users/0/events', ['path', 'user_id'], 'greater_than_equal'],
     ['/api/v1/users/2147483648/events', ['path', 'user_id'], 'less_than_equal'],
     [`${TIMELINE}?limit=0`, ['query', 'limit'], 'greater_than_equal'],
@@ -146,12 +191,13 @@ describe('unknown routes', () => {
 })
 
 describe('the OpenAPI document', () => {
-  it('describes the three read routes with their parameters and keys', async () => {
+  it('describes the read routes and the erasure with their parameters and keys', async () => {
     const app = await appWith({ open: true })
     const document = (await app.inject({ url: '/openapi.json' })).json()
     expect(Object.keys(document.paths)).toEqual(
       expect.arrayContaining(['/api/v1/users/{user_id}/events', '/api/v1/events/{event_id}', '/api/v1/stats/events']),
     )
+    expect(Object.keys(document.paths['/api/v1/users/{user_id}/events'])).toEqual(['get', 'delete'])
     const timeline = document.paths['/api/v1/users/{user_id}/events'].get
     expect(timeline.parameters.map((p: { name: string }) => p.name)).toEqual(
       expect.arrayContaining(['user_id', 'from', 'to', 'event_type', 'limit', 'cursor']),

@@ -192,6 +192,45 @@ describe('GET /api/v1/events/{event_id}', () => {
   })
 })
 
+describe('DELETE /api/v1/users/{user_id}/events', () => {
+  it("hides the user's events at once, keeps those received after, and leaves others alone", async () => {
+    const admin = await buildApp({ reader, logger, access: { readKeys: [], adminKeys: ['admin-key'], open: false } })
+    const headers = { authorization: 'Bearer admin-key' }
+    try {
+      const before = [message({ user_id: 70 }), message({ user_id: 70 })]
+      const other = message({ user_id: 71 })
+      await store_([...before, other])
+      const started = Date.now()
+      const erased = await admin.inject({ method: 'DELETE', url: '/api/v1/users/70/events', headers })
+      expect(erased.statusCode).toBe(202)
+      const body = erased.json()
+      expect(body).toMatchObject({ status: 'accepted', user_id: 70 })
+      expect(body.erased_before).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+      expect(Math.abs(Date.parse(body.erased_before) - started)).toBeLessThan(60_000)
+
+      // The rows are still there (the consumer removes them), but no read shows them.
+      const timeline = await admin.inject({ url: '/api/v1/users/70/events', headers })
+      expect(timeline.json().events).toEqual([])
+      const one = await admin.inject({ url: `/api/v1/events/${before[0]?.event_id}`, headers })
+      expect(one.statusCode).toBe(404)
+      expect((await admin.inject({ url: '/api/v1/users/71/events', headers })).json().events).toHaveLength(1)
+
+      // An event the user sends after the erasure is stored and shown.
+      const later = message({ user_id: 70, received_at: new Date(Date.parse(body.erased_before) + 1).toISOString() })
+      await store_([later])
+      const again = (await admin.inject({ url: '/api/v1/users/70/events', headers })).json()
+      expect(again.events.map((e: { event_id: string }) => e.event_id)).toEqual([later.event_id])
+
+      // A second erasure moves the time on.
+      const second = await admin.inject({ method: 'DELETE', url: '/api/v1/users/70/events', headers })
+      expect(Date.parse(second.json().erased_before)).toBeGreaterThanOrEqual(Date.parse(body.erased_before))
+      expect((await admin.inject({ url: '/api/v1/users/70/events', headers })).json().events).toEqual([])
+    } finally {
+      await admin.close()
+    }
+  })
+})
+
 describe('GET /api/v1/stats/events', () => {
   it('counts by UTC hour and day from the counts, equal to COUNT(*) over the rows', async () => {
     const at = (iso: string, event_type = 'purchase') => message({ user_id: 9, event_type, timestamp: iso })

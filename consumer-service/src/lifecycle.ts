@@ -1,0 +1,157 @@
+// The data lifecycle in the background of a consumer: erased users' rows and (RETENTION_DAYS)
+// expired events removed continuously, by one process at a time across all consumers (a MySQL
+// named lock), never in the way of the inserts (small transactions, READ COMMITTED).
+import type { Connection, ConnectionOptions, RowDataPacket } from 'mysql2/promise'
+import type { Logger } from 'pino'
+import { orAfter, sleep } from 'event-contract'
+import { eraseRows, expireRows, pendingErasures, removalSession } from './removal.js'
+
+/** How often a consumer looks for work (erasures and the retention's pass). */
+const INTERVAL_MS = 10_000
+/** Between two chunks that removed rows: the inserts get the locks and the CPU in between. */
+const CHUNK_PAUSE_MS = 5
+/**
+ * A retention pass reads every id of the table: the next one waits this many times as long as
+ * the last one took (and at least the interval), so that a large table is walked a tenth of the
+ * time at most.
+ */
+const PASS_SPACING = 10
+
+export interface LifecycleOptions {
+  connection: ConnectionOptions & { database: string }
+  logger: Logger
+  /** RETENTION_DAYS: events older are removed; undefined keeps them forever. */
+  retentionDays?: number
+  intervalMs?: number
+  /** Told of each run that removed rows (metrics). */
+  onRemoved?: (outcome: RunOutcome) => void
+}
+
+export interface RunOutcome {
+  /** False when another process held the lock: it does the work. */
+  ran: boolean
+  erased: number
+  expired: number
+}
+
+/** The named lock of a database's lifecycle (at most 64 characters, as MySQL takes). */
+export function lockName(database: string): string {
+  return `user_activity_lifecycle.${database}`.slice(0, 64)
+}
+
+export class Lifecycle {
+  readonly #options: LifecycleOptions
+  readonly #log: Logger
+  readonly #intervalMs: number
+  #stop: AbortController | undefined
+  #running: Promise<void> | undefined
+  /** The session of the run in progress, to drop at stop(). */
+  #session: Connection | undefined
+  /** When this process may walk the table for expired events next (ms since the epoch). */
+  #nextPassAt = 0
+
+  constructor(options: LifecycleOptions) {
+    this.#options = options
+    this.#log = options.logger.child({ component: 'lifecycle' })
+    this.#intervalMs = options.intervalMs ?? INTERVAL_MS
+  }
+
+  /** Runs every interval until stop(); idempotent. */
+  start(): void {
+    if (this.#stop) return
+    const stop = new AbortController()
+    this.#stop = stop
+    this.#running = (async () => {
+      while (!stop.signal.aborted) {
+        try {
+          const outcome = await this.runOnce(() => stop.signal.aborted)
+          if (outcome.erased > 0 || outcome.expired > 0) {
+            this.#log.info(outcome, 'events removed')
+            this.#options.onRemoved?.(outcome)
+          }
+        } catch (err) {
+          // The next interval tries again: what was removed is committed, the rest waits.
+          this.#log.warn({ err }, 'removing erased or expired events failed; trying again later')
+        }
+        await sleep(this.#intervalMs, stop.signal)
+      }
+    })()
+  }
+
+  /** Stops the loop; a chunk still running after `graceMs` is dropped (its session closed, rolled back). */
+  async stop(graceMs = 2000): Promise<void> {
+    this.#stop?.abort()
+    if (
+      this.#running &&
+      !(await orAfter(
+        this.#running.then(() => true),
+        graceMs,
+        false,
+      ))
+    ) {
+      this.#log.warn('a removal was still running at stop; dropped (rolled back)')
+      this.#session?.destroy()
+    }
+    this.#stop = undefined
+    this.#running = undefined
+  }
+
+  /**
+   * One run, if this process gets the lock: every pending erasure, then the retention's pass.
+   * `stopped` ends it between chunks.
+   */
+  async runOnce(stopped: () => boolean = () => false): Promise<RunOutcome> {
+    const { connection: options, retentionDays } = this.#options
+    const session = await removalSession(options)
+    this.#session = session
+    try {
+      const [[lock]] = await session.query<RowDataPacket[]>({
+        sql: 'SELECT GET_LOCK(?, 0) AS taken',
+        values: [lockName(options.database)],
+        timeout: 5000,
+      })
+      if (Number(lock?.taken) !== 1) {
+        await this.#end(session)
+        return { ran: false, erased: 0, expired: 0 }
+      }
+      let erased = 0
+      for (const erasure of await pendingErasures(session)) {
+        if (stopped()) break
+        const removed = await eraseRows(session, erasure, stopped)
+        erased += removed
+        this.#log.info({ userId: erasure.userId, removed }, 'erasure done')
+      }
+      let expired = 0
+      if (retentionDays !== undefined && !stopped() && Date.now() >= this.#nextPassAt) {
+        const started = Date.now()
+        const pause = () => sleep(CHUNK_PAUSE_MS).then(() => undefined)
+        expired = await expireRows(session, retentionDays, stopped, pause)
+        this.#nextPassAt =
+          Date.now() + Math.max(this.#intervalMs, PASS_SPACING * (Date.now() - started)) - this.#intervalMs
+      }
+      // Released here, not by the end of the session: the server frees a closed session's locks a
+      // moment after the client sees it closed, and the next run (here or elsewhere) would miss it.
+      await session.query({ sql: 'DO RELEASE_LOCK(?)', values: [lockName(options.database)], timeout: 5000 })
+      await this.#end(session)
+      return { ran: true, erased, expired }
+    } catch (err) {
+      // Closed at once: that rolls back a chunk that failed halfway (and releases the lock).
+      session.destroy()
+      throw err
+    } finally {
+      this.#session = undefined
+    }
+  }
+
+  /** Closes a session, bounded: a hung server answers no QUIT. */
+  async #end(session: Connection): Promise<void> {
+    const ended = session.end().then(
+      () => true,
+      (err: unknown) => {
+        this.#log.debug({ err }, 'closing the removal session failed')
+        return false
+      },
+    )
+    if (!(await orAfter(ended, 2000, false))) session.destroy()
+  }
+}
