@@ -4,6 +4,7 @@ import { defineConfig } from 'vitest/config'
 /** Tests that need no broker and no database: `npx vitest run --project unit`, in seconds. */
 const UNIT = [
   'consumer-service/test/batcher.test.ts',
+  'consumer-service/test/config.test.ts',
   'consumer-service/test/health.test.ts',
   'consumer-service/test/ledger.test.ts',
   'consumer-service/test/prefetch.test.ts',

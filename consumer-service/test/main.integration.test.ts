@@ -51,6 +51,10 @@ describe('configuration', () => {
     ['CONSUMER_BATCH_SIZE', '0'],
     ['CONSUMER_BATCH_WAIT_MS', 'soon'],
     ['RABBITMQ_QUEUE_TYPE', 'lazy'],
+    ['RETENTION_DAYS', '0'],
+    ['RETENTION_DAYS', '-30'],
+    ['RETENTION_DAYS', 'a month'],
+    ['LIFECYCLE_INTERVAL_MS', '10'],
   ])('exits 1 naming %s when it is %j', async (name, value) => {
     const proc = run({ [name]: value })
     expect(await proc.exited).toBe(1)

@@ -43,6 +43,25 @@ export const DatabaseConfigSchema = Type.Object({
 })
 
 /**
+ * Undoes what TypeBox's Convert does to an integer given as text that is not plain digits: it
+ * reads '1.5' as 1, '1e3' as 1000 and '0x10' as 16. Such text is put back, so that the check
+ * refuses it as not an integer. Returns `converted`.
+ */
+export function strictIntegers(
+  schema: TObject,
+  given: Record<string, unknown>,
+  converted: Record<string, unknown>,
+): Record<string, unknown> {
+  for (const [name, property] of Object.entries(schema.properties)) {
+    const text = given[name]
+    if ((property as { type?: unknown }).type === 'integer' && typeof text === 'string' && !/^-?\d+$/.test(text)) {
+      converted[name] = text
+    }
+  }
+  return converted
+}
+
+/**
  * Reads the schema's variables from `env`, fills in defaults for the unset ones and parses
  * numbers. A variable set to the empty string is set (an empty password is a password).
  * Throws a ConfigError that names every bad variable.
@@ -55,7 +74,11 @@ export function loadConfig<P extends TProperties>(
   for (const name of Object.keys(schema.properties)) {
     if (env[name] !== undefined) raw[name] = env[name]
   }
-  const value = Value.Convert(schema, Value.Default(schema, raw))
+  const value = strictIntegers(
+    schema,
+    { ...raw },
+    Value.Convert(schema, Value.Default(schema, raw)) as Record<string, unknown>,
+  )
   if (Value.Check(schema, value)) return value
   const problems = Value.Errors(schema, value).map((error) => {
     const name = error.instancePath.slice(1)

@@ -5,6 +5,7 @@ import { Compile } from 'typebox/compile'
 import { Value } from 'typebox/value'
 import type { ValidationDetail } from './schema.js'
 import { toDetails } from './details.js'
+import { strictIntegers } from './config.js'
 import { checkTimestamps, dateTimeFields, withoutDateTime } from './timestamp.js'
 import type { ParseResult } from './validate.js'
 
@@ -16,16 +17,12 @@ function checkerOf(schema: TObject) {
   const check = Compile(withoutDateTime(schema))
   const order = Object.keys(schema.properties)
   const times = dateTimeFields(schema)
-  const integers = Object.entries(schema.properties)
-    .filter(([, property]) => (property as { type?: unknown }).type === 'integer')
-    .map(([name]) => name)
   const checker = (data: unknown, root: string): ParseResult<unknown> => {
-    const value = Value.Convert(schema, Value.Default(schema, structuredClone(data ?? {}))) as Record<string, unknown>
-    // Convert reads '1.5' as 1, '1e3' as 1000 and '0x10' as 16: only plain digits are an integer.
-    for (const name of integers) {
-      const text = (data as Record<string, unknown> | undefined)?.[name]
-      if (typeof text === 'string' && !/^-?\d+$/.test(text)) value[name] = text
-    }
+    const value = strictIntegers(
+      schema,
+      (data ?? {}) as Record<string, unknown>,
+      Value.Convert(schema, Value.Default(schema, structuredClone(data ?? {}))) as Record<string, unknown>,
+    )
     const ok = check.Check(value)
     const details: ValidationDetail[] = checkTimestamps(
       value,
