@@ -117,9 +117,15 @@ export class Lifecycle {
       let erased = 0
       for (const erasure of await pendingErasures(session)) {
         if (stopped()) break
-        const removed = await eraseRows(session, erasure, stopped)
-        erased += removed
-        this.#log.info({ userId: erasure.userId, removed }, 'erasure done')
+        try {
+          erased += await eraseRows(session, erasure, stopped)
+        } catch (err) {
+          // One erasure refused (a lock held long, say) must not hold up the others, nor the
+          // retention: the server answered, so its chunk is rolled back here and the next goes on.
+          if ((err as { errno?: unknown }).errno === undefined) throw err
+          this.#log.warn({ err, userId: erasure.userId }, 'removing an erased user’s rows failed; trying again later')
+          await session.query({ sql: 'ROLLBACK', timeout: 5000 })
+        }
       }
       let expired = 0
       if (retentionDays !== undefined && !stopped() && Date.now() >= this.#nextPassAt) {

@@ -1,54 +1,64 @@
 // Removes stored events in small transactions, the hourly counts following exactly: the rows of
 // an erased user, and (RETENTION_DAYS) events older than the retention, walked in id order.
-import mysql, { type Connection, type ResultSetHeader, type RowDataPacket } from 'mysql2/promise'
+import mysql, { type Connection, type RowDataPacket } from 'mysql2/promise'
 
-/** Rows removed a transaction at most: its locks are held for milliseconds, never a stall. */
-export const CHUNK_ROWS = 1000
+/**
+ * Rows removed a transaction at most: its locks are held for milliseconds, never a stall. Under
+ * 1,000, where MariaDB turns an IN list into a subquery and plans it otherwise.
+ */
+export const CHUNK_ROWS = 500
 /** Ids looked at a step of the retention's walk (by the primary key). */
 export const STEP_IDS = 20_000
 /** The bound of a statement here. */
 const STATEMENT_TIMEOUT_MS = 30_000
 
 /**
- * Removes the rows of `ids` (locked FOR UPDATE by the caller's transaction) and takes them off
- * the hourly counts, then commits: counts that reach 0 go. GREATEST keeps a count that fell
- * behind its rows (CONSUMER_KEEP_COUNTS=false for a while) from going below zero.
+ * Removes the rows of `ids` (locked FOR UPDATE by the caller's transaction), takes them off the
+ * hourly counts and commits. Their counts are read first, by a plain read that takes no lock
+ * (grouped by the server, as the counts' key compares event types). Then the DELETE, the counts
+ * and the COMMIT go in one packet: the counts' rows, which every batch of the same hour needs,
+ * are locked only from the server's receipt of it to its COMMIT, whatever this process or its
+ * link does meanwhile, and the DELETE (which may wait for a batch being inserted) comes before
+ * any of them is locked. GREATEST keeps a count that fell behind its rows (CONSUMER_KEEP_COUNTS
+ * =false for a while) from going below zero.
  */
-async function removeLocked(connection: Connection, ids: string[], hours: string[]): Promise<number> {
-  const query = (sql: string, values: unknown[]) => connection.query({ sql, values, timeout: STATEMENT_TIMEOUT_MS })
-  await query(
-    'UPDATE user_activity_counts c JOIN (' +
-      "SELECT CAST(DATE_FORMAT(`timestamp`, '%Y-%m-%d %H:00:00') AS DATETIME) AS h, event_type AS t, COUNT(*) AS n " +
-      'FROM user_activities WHERE id IN (?) GROUP BY h, t) d ON c.bucket_start = d.h AND c.event_type = d.t ' +
-      'SET c.event_count = GREATEST(c.event_count, d.n) - d.n',
-    [ids],
-  )
-  const [deleted] = await query('DELETE FROM user_activities WHERE id IN (?)', [ids])
-  await query('DELETE FROM user_activity_counts WHERE event_count = 0 AND bucket_start IN (?)', [[...new Set(hours)]])
-  await query('COMMIT', [])
-  return (deleted as ResultSetHeader).affectedRows
+async function removeLocked(connection: Connection, ids: string[]): Promise<void> {
+  const [groups] = await connection.query<RowDataPacket[]>({
+    sql:
+      "SELECT DATE_FORMAT(`timestamp`, '%Y-%m-%d %H:00:00') AS h, event_type AS t, COUNT(*) AS n " +
+      'FROM user_activities FORCE INDEX (PRIMARY) WHERE id IN (?) GROUP BY h, t',
+    values: [ids],
+    timeout: STATEMENT_TIMEOUT_MS,
+  })
+  const counted = groups.map((g) => mysql.format('SELECT CAST(? AS DATETIME) AS h, ? AS t, ? AS n', [g.h, g.t, g.n]))
+  const hours = [...new Set(groups.map((g) => String(g.h)))]
+  const statements = [
+    mysql.format('DELETE FROM user_activities WHERE id IN (?)', [ids]),
+    ...(counted.length > 0
+      ? [
+          `UPDATE user_activity_counts c JOIN (${counted.join(' UNION ALL ')}) d ` +
+            'ON c.bucket_start = d.h AND c.event_type = d.t COLLATE utf8mb4_unicode_ci SET c.event_count = GREATEST(c.event_count, d.n) - d.n',
+          mysql.format('DELETE FROM user_activity_counts WHERE event_count = 0 AND bucket_start IN (?)', [hours]),
+        ]
+      : []),
+    'COMMIT',
+  ]
+  await connection.query({ sql: statements.join(';\n'), timeout: STATEMENT_TIMEOUT_MS })
 }
 
 /**
- * Runs `select` (rows with `id` and `hour`, locked) in a transaction and removes what it found.
- * A failure leaves nothing half done: the caller closes the session, which rolls the transaction
- * back (a ROLLBACK would queue behind a statement that timed out).
+ * Runs `select` (rows with `id`, locked) in a transaction and removes what it found. A failure
+ * leaves nothing half done: the caller closes the session, which rolls the transaction back (a
+ * ROLLBACK would queue behind a statement that timed out).
  */
 async function removeChunk(connection: Connection, select: string, values: unknown[]): Promise<string[]> {
   await connection.query({ sql: 'START TRANSACTION', timeout: STATEMENT_TIMEOUT_MS })
   const [rows] = await connection.query<RowDataPacket[]>({ sql: select, values, timeout: STATEMENT_TIMEOUT_MS })
   const ids = rows.map((row) => String(row.id))
   if (ids.length === 0) await connection.query({ sql: 'COMMIT', timeout: STATEMENT_TIMEOUT_MS })
-  else
-    await removeLocked(
-      connection,
-      ids,
-      rows.map((row) => String(row.hour)),
-    )
+  else await removeLocked(connection, ids)
   return ids
 }
-
-const HOUR = "DATE_FORMAT(`timestamp`, '%Y-%m-%d %H:00:00') AS hour"
 
 export interface ErasureRecord {
   userId: number
@@ -81,7 +91,7 @@ export async function eraseRows(
   // By the (user_id, timestamp) index: a locking read of it waits for a batch being inserted
   // for that user, so rows of a transaction that looked before the erasure are removed too.
   const select =
-    `SELECT id, ${HOUR} FROM user_activities WHERE user_id = ? ` +
+    `SELECT id FROM user_activities WHERE user_id = ? ` +
     `AND (received_at IS NULL OR received_at <= ?) LIMIT ${CHUNK_ROWS} FOR UPDATE`
   for (;;) {
     if (stopped()) return removed
@@ -123,7 +133,7 @@ export async function expireRows(
     const end = low + BigInt(STEP_IDS)
     const ids = await removeChunk(
       connection,
-      `SELECT id, ${HOUR} FROM user_activities WHERE id >= ? AND id < ? AND \`timestamp\` < ? ` +
+      `SELECT id FROM user_activities WHERE id >= ? AND id < ? AND \`timestamp\` < ? ` +
         `ORDER BY id LIMIT ${CHUNK_ROWS} FOR UPDATE`,
       [String(low), String(end), cutoff],
     )
@@ -141,6 +151,8 @@ export async function removalSession(options: mysql.ConnectionOptions): Promise<
     ...options,
     charset: 'utf8mb4',
     connectTimeout: 5000,
+    // A chunk's DELETE, counts and COMMIT go in one packet (removeLocked); values escaped by mysql.format.
+    multipleStatements: true,
     supportBigNumbers: true,
     bigNumberStrings: true,
   })
@@ -148,7 +160,7 @@ export async function removalSession(options: mysql.ConnectionOptions): Promise<
     await connection.query({
       sql:
         "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', autocommit = 1, " +
-        "completion_type = 'NO_CHAIN', innodb_lock_wait_timeout = 10, wait_timeout = 120",
+        "completion_type = 'NO_CHAIN', innodb_lock_wait_timeout = 10, wait_timeout = 60",
       timeout: STATEMENT_TIMEOUT_MS,
     })
     await connection.query({

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino } from 'pino'
 import { RECORD_ERASURE_SQL } from 'event-contract'
+import { blackholeAfter } from '../../test-support/blackhole.js'
 import { connectDatabase, countsDrift, createTestDatabase, database } from '../../test-support/database.js'
 import { Lifecycle, lockName } from '../src/lifecycle.js'
 import { EXIT, main } from '../src/erase.js'
@@ -128,6 +129,35 @@ describe('erasure', () => {
     expect((await store.insert(message.slice(100), (r) => r)).erased).toBe(100)
     await lifecycle().runOnce()
     expect(await rowsOf(33)).toBe(0)
+    expect(await countsDrift(db.name)).toEqual([])
+  })
+})
+
+describe('the removal cut off halfway', () => {
+  it('holds no count a batch needs: a batch of the same hour and type is stored at once', async () => {
+    // A removal whose link goes silent (a paused process, a partition) once it sends its DELETE:
+    // whatever it sent before must not lock the hourly counts every batch of that hour adds to.
+    const hour = iso(Date.now()).slice(0, 13)
+    const at = `${hour}:10:00.000`
+    await store.insert(
+      [0, 1, 2].map(() => Object.assign(row(91), { 3: at }) as Row),
+      (r) => r,
+    )
+    await erase(91)
+    const hole = await blackholeAfter('DELETE FROM user_activities WHERE', database)
+    const remover = new Lifecycle({ connection: { ...database, port: hole.port, database: db.name }, logger })
+    const removing = remover.runOnce().catch((err: unknown) => err)
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      const started = Date.now()
+      await store.insert([Object.assign(row(92), { 3: at }) as Row], (r) => r)
+      expect(Date.now() - started).toBeLessThan(1000)
+    } finally {
+      hole.close()
+      await removing
+    }
+    await lifecycle().runOnce()
+    expect(await rowsOf(91)).toBe(0)
     expect(await countsDrift(db.name)).toEqual([])
   })
 })

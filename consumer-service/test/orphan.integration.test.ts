@@ -1,44 +1,15 @@
 // Integration: a transaction whose link dies between its INSERT and its COMMIT, the server never
 // told (a partition, a paused consumer). Its locks must not outlive it for long: the server ends
 // such a session, so that the batch, retried on another session, is stored soon.
-import net from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { pino } from 'pino'
+import { blackholeAfter } from '../../test-support/blackhole.js'
 import { countsDrift, createTestDatabase, database } from '../../test-support/database.js'
 import { Store, TransientStoreError, type Row } from '../src/store.js'
 
 const logger = pino({ level: 'silent' })
 const row = (): Row => [randomUUID(), 7, 'login', '2026-02-20 04:30:00.123', '{"a":1}', '2026-02-20 04:30:01.000']
-
-/**
- * Forwards a MySQL connection until the client sends `marker`; from then on it forwards nothing
- * either way and closes nothing: the server sees an idle session, the client no answer.
- */
-async function blackholeAfter(marker: string, target: { host: string; port: number }) {
-  const sockets: net.Socket[] = []
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target.port, target.host)
-    sockets.push(client, upstream)
-    let holed = false
-    client.on('data', (chunk) => {
-      if (holed || chunk.includes(marker)) holed = true
-      else upstream.write(chunk)
-    })
-    upstream.on('data', (chunk) => {
-      if (!holed) client.write(chunk)
-    })
-    for (const socket of [client, upstream]) socket.on('error', () => socket.destroy())
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: () => {
-      for (const socket of sockets) socket.destroy()
-      server.close()
-    },
-  }
-}
 
 describe('a transaction cut off before its COMMIT', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>

@@ -1,6 +1,7 @@
 // The promise as invariants, checked once every fault is healed and the load has stopped.
 import { waitFor } from '../../test-support/index.js'
 import { QUEUE, rssAllowance, type Cluster } from './cluster.js'
+import { checkErasures, pendingErasures } from './erasure.js'
 import { REQUEST_BOUND_MS, type LoadRecord } from './load.js'
 
 /** After healing, the backlog must drain within this, without a restart. */
@@ -72,8 +73,9 @@ export async function checkInvariants(cluster: Cluster, load: LoadRecord, drainS
         const unstored = [...accepted].filter((id) => !stored.has(id)).length
         const ready = await depth(cluster, QUEUE)
         const held = await Promise.all(cluster.consumers.map((c) => c.inHand().catch(() => NaN)))
-        state = `${unstored} accepted events not stored, queue ready ${ready}, in hand ${held.join(' and ')}`
-        return unstored === 0 && ready === 0 && held.every((n) => n === 0)
+        const erasing = await pendingErasures(cluster)
+        state = `${unstored} accepted events not stored, queue ready ${ready}, in hand ${held.join(' and ')}, ${erasing} erasures not done`
+        return unstored === 0 && ready === 0 && held.every((n) => n === 0) && erasing === 0
       },
       { timeoutMs: DRAIN_BOUND_MS, intervalMs: 3000, what: 'the backlog to drain' },
     )
@@ -97,6 +99,9 @@ export async function checkInvariants(cluster: Cluster, load: LoadRecord, drainS
     failures.push(
       `stored exactly once: ${twice.length} events stored more than once (${sample(twice.map(([id]) => id))})`,
     )
+  const erasures = await checkErasures(cluster, load, stored)
+  failures.push(...erasures.failures)
+  notes.push(...erasures.notes)
   if (cluster.services.some((s, i) => s.restarts !== restartsBefore[i]))
     failures.push('drain: a service had to restart')
 

@@ -9,9 +9,22 @@ import { QUEUE, type Cluster } from './cluster.js'
 export const REQUEST_BOUND_MS = 10_000
 const BACKOFF_CAP_MS = 5000
 
+/** Users an `erase-user` fault may erase: some of the clients' events are theirs (erasure.ts judges them). */
+export const ERASABLE_USERS = { first: 2_000_000_001, count: 20 }
+const erasable = (user: number) => user >= ERASABLE_USERS.first && user < ERASABLE_USERS.first + ERASABLE_USERS.count
+
+/** An event of an erasable user, and when it was first sent and answered 202 (ms since the epoch). */
+export interface ErasableEvent {
+  user: number
+  firstSent: number
+  acceptedAt?: number
+}
+
 export interface LoadRecord {
-  /** Every event_id answered 202, or confirmed on the queue inside a poison batch. */
+  /** Every event_id answered 202, or confirmed on the queue inside a poison batch; not the erasable users'. */
   accepted: Set<string>
+  /** The erasable users' events, by event_id: whether they must be stored depends on the erasures. */
+  erasable: Map<string, ErasableEvent>
   /** Identities (messageId) of the letters the DLQ must hold: confirmed poison. */
   poison: Set<string>
   /** Poison whose confirm never came: it may or may not be on the queue. */
@@ -25,12 +38,16 @@ export interface LoadRecord {
   requests: number
 }
 
-function event(random: () => number) {
+/** An event; with `mayBeErasable`, one in twenty is an erasable user's. */
+function event(random: () => number, mayBeErasable = false) {
   // Mostly small, some up to about 6 KB: each fits a 64 KiB max_allowed_packet alone.
   const pad = random() < 0.05 ? 6000 : Math.floor(random() * 600)
   return {
     event_id: randomUUID(),
-    user_id: 1 + Math.floor(random() * 100_000),
+    user_id:
+      mayBeErasable && random() < 0.05
+        ? ERASABLE_USERS.first + Math.floor(random() * ERASABLE_USERS.count)
+        : 1 + Math.floor(random() * 100_000),
     event_type: random() < 0.3 ? 'login' : 'page_view',
     timestamp: new Date(Date.UTC(2026, 1, 20) + Math.floor(random() * 86_400_000)).toISOString(),
     metadata: { page_url: `/products/${Math.floor(random() * 1000)}`, pad: 'x'.repeat(pad) },
@@ -42,6 +59,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 export class Load {
   readonly record: LoadRecord = {
     accepted: new Set(),
+    erasable: new Map(),
     poison: new Set(),
     maybePoison: new Set(),
     unaccepted: new Map(),
@@ -62,11 +80,11 @@ export class Load {
 
   /** ~150 events/s on /track (16 clients), ~10 batches/s of 1 to 200 events (4 clients), 1 poison/2 s. */
   start(): void {
-    for (let i = 0; i < 16; i++) this.#workers.push(this.#client(() => [event(Math.random)], 16 / 150))
+    for (let i = 0; i < 16; i++) this.#workers.push(this.#client(() => [event(Math.random, true)], 16 / 150))
     for (let i = 0; i < 4; i++) {
       this.#workers.push(
         this.#client(
-          () => Array.from({ length: 1 + Math.floor(Math.random() * 200) }, () => event(Math.random)),
+          () => Array.from({ length: 1 + Math.floor(Math.random() * 200) }, () => event(Math.random, true)),
           4 / 10,
         ),
       )
@@ -96,6 +114,10 @@ export class Load {
     const path = single ? '/api/v1/events/track' : '/api/v1/events/batch'
     const body = JSON.stringify(single ? events[0] : { batch: events })
     let last = ''
+    const firstSent = Date.now()
+    for (const e of events) {
+      if (erasable(e.user_id)) this.record.erasable.set(e.event_id, { user: e.user_id, firstSent })
+    }
     for (let attempt = 0; attempt < 10_000 && Date.now() < this.#giveUpAt; attempt++) {
       const producers = this.cluster.producers
       const producer = producers[this.#next++ % producers.length]!
@@ -112,7 +134,12 @@ export class Load {
         const text = await res.text()
         this.#count(String(res.status))
         if (res.status === 202) {
-          for (const e of events) this.record.accepted.add(e.event_id)
+          const acceptedAt = Date.now()
+          for (const e of events) {
+            const known = this.record.erasable.get(e.event_id)
+            if (known) known.acceptedAt = acceptedAt
+            else this.record.accepted.add(e.event_id)
+          }
           return
         }
         last = `${res.status} ${text.slice(0, 200)}`

@@ -2,6 +2,7 @@
 import { all, consumers, linkFaults, processFaults, type Fault } from './faults.js'
 import { databaseFaults } from './database-faults.js'
 import { batchBurst, brokerFaults, dlqReplay, slowClients } from './server-faults.js'
+import { eraseUser } from './erasure.js'
 
 export const VOCABULARY: Fault[] = [
   ...linkFaults('broker', all),
@@ -13,4 +14,5 @@ export const VOCABULARY: Fault[] = [
   slowClients,
   dlqReplay,
   batchBurst,
+  eraseUser,
 ]
