@@ -87,9 +87,18 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, io: Output): 
       timeout: 15_000,
     })
     const taken = Number(lock?.taken) === 1
-    const removed = taken
-      ? await eraseRows(session, { userId, erasedBefore: erasedBefore.slice(0, 23).replace('T', ' ') })
-      : null
+    let removed: number | null = null
+    if (taken) {
+      try {
+        removed = await eraseRows(session, { userId, erasedBefore: erasedBefore.slice(0, 23).replace('T', ' ') })
+      } catch (err) {
+        // The erasure is recorded, which is what counts: the consumers drop the user's queued
+        // events and remove the rows left. A server that answered rolls back its chunk here.
+        if ((err as { errno?: unknown }).errno === undefined) throw err
+        await session.query({ sql: 'ROLLBACK', timeout: 5000 })
+        io.err(`removing the stored events failed (${(err as Error).message}); a consumer removes them`)
+      }
+    }
     if (taken)
       await session.query({ sql: 'DO RELEASE_LOCK(?)', values: [lockName(config.MYSQL_DATABASE)], timeout: 5000 })
     const result = { status: 'accepted', user_id: userId, erased_before: erasedBefore, rows_removed: removed }
@@ -97,9 +106,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv, io: Output): 
     else
       io.out(
         `user ${userId} erased as of ${erasedBefore}: ` +
-          (removed === null
-            ? 'a consumer is removing rows now; it removes this user’s too'
-            : `${removed} stored events removed`),
+          (removed !== null
+            ? `${removed} stored events removed`
+            : taken
+              ? 'a consumer removes the stored events'
+              : 'a consumer is removing rows now; it removes this user’s too'),
       )
     return EXIT.ok
   } catch (err) {

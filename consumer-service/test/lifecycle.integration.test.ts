@@ -250,6 +250,24 @@ describe('npm run erase', () => {
     expect(await countsDrift(db.name)).toEqual([])
   })
 
+  it('records the erasure and exits 0 when a row it would remove stays locked (a consumer removes it)', async () => {
+    const stuck = row(83, { receivedAgoMs: 1000 })
+    await store.insert([stuck], (r) => r)
+    const holder = await connectDatabase(db.name)
+    try {
+      await holder.query('START TRANSACTION')
+      await holder.query('SELECT id FROM user_activities WHERE event_id = ? FOR UPDATE', [stuck[0]])
+      const { code, out, err } = await run(['--user', '83', '--json'])
+      expect(code).toBe(EXIT.ok)
+      expect(JSON.parse(out)).toMatchObject({ status: 'accepted', user_id: 83, rows_removed: null })
+      expect(err).toMatch(/a consumer removes them/)
+    } finally {
+      await holder.end()
+    }
+    expect(await lifecycle().runOnce()).toMatchObject({ ran: true, erased: 1 })
+    expect(await rowsOf(83)).toBe(0)
+  }, 60_000)
+
   it.each([[[]], [['--user', 'abc']], [['--user', '0']], [['--user', '1.5']], [['--nope']]])(
     'refuses %j with exit code 2 and the usage',
     async (argv) => {
