@@ -16,6 +16,7 @@ import {
 } from 'event-contract'
 import { toRow } from '../consumer-service/src/store.js'
 import { batchBody, postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
+import { purgeBench } from './lifecycle.js'
 import { queryBench } from './query.js'
 
 const seconds = Number(process.env.BENCH_SECONDS || 10)
@@ -372,6 +373,17 @@ console.log(
   `  (table of ${queries.rows} rows filled in ${queries.fillSeconds} s; ingestion meanwhile ${queries.ingestedEventsPerSecond} events/s)`,
 )
 
+const purge = await withQueue((queue) =>
+  purgeBench({ queue, broker, consumer: CONSUMER, seconds }, Number(process.env.BENCH_PURGE_ROWS || 1_000_000)),
+)
+record({ run: '/batch stored by the consumer, no purge', perSecond: purge.storedWithout, unit: 'rows' })
+record({
+  run: `/batch stored by the consumer while it purges ${purge.expiredRows} expired rows`,
+  perSecond: purge.storedWith,
+  unit: 'rows',
+})
+console.log(`  (${purge.purged} expired rows purged meanwhile; longest row lock wait ${purge.longestLockWaitMs} ms)`)
+
 console.log(`\nBenchmark (${seconds} s loads, ${drainEvents} events drained; ${root})\n`)
 console.log('| run | per second | p99 ms | failures | peak RSS MB |')
 console.log('|---|---|---|---|---|')
@@ -429,6 +441,12 @@ target(
 )
 target('query timeline p99 < 25 ms during ingestion', queries.timeline.p99, queries.timeline.p99 < 25, 1)
 target('query stats (30 days hourly) p99 < 50 ms during ingestion', queries.stats.p99, queries.stats.p99 < 50, 1)
+target(
+  'stored rate while purging expired rows >= 0.8 x without',
+  purge.storedWith / purge.storedWithout,
+  purge.storedWith >= 0.8 * purge.storedWithout && purge.purged > 0,
+)
+target('no row lock wait over 1 s while purging (ms)', purge.longestLockWaitMs, purge.longestLockWaitMs < 1000, 0)
 for (const row of [producer, batch, drainSingle, drainBatch, drainLarge]) {
   target(`${row.run}: RSS < 200 MB`, row.rssMb ?? 0, (row.rssMb ?? 0) < 200, 0)
 }

@@ -8,7 +8,10 @@ import { eraseRows, expireRows, pendingErasures, removalSession } from './remova
 
 /** How often a consumer looks for work (erasures and the retention's pass). */
 const INTERVAL_MS = 10_000
-/** Between two chunks that removed rows: the inserts get the locks and the CPU in between. */
+/**
+ * After a chunk of the retention that removed rows, a pause as long as the chunk took (5 ms at
+ * least): the purge takes half of what the database gives it at most, the inserts the rest.
+ */
 const CHUNK_PAUSE_MS = 5
 /**
  * A retention pass reads every id of the table: the next one waits this many times as long as
@@ -130,7 +133,7 @@ export class Lifecycle {
       let expired = 0
       if (retentionDays !== undefined && !stopped() && Date.now() >= this.#nextPassAt) {
         const started = Date.now()
-        const pause = () => sleep(CHUNK_PAUSE_MS).then(() => undefined)
+        const pause = (chunkMs: number) => sleep(Math.max(CHUNK_PAUSE_MS, chunkMs)).then(() => undefined)
         expired = await expireRows(session, retentionDays, stopped, pause)
         this.#nextPassAt =
           Date.now() + Math.max(this.#intervalMs, PASS_SPACING * (Date.now() - started)) - this.#intervalMs

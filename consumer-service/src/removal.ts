@@ -116,7 +116,7 @@ export async function expireRows(
   connection: Connection,
   days: number,
   stopped: () => boolean = () => false,
-  pause: () => Promise<void> = () => Promise.resolve(),
+  pause: (chunkMs: number) => Promise<void> = () => Promise.resolve(),
 ): Promise<number> {
   const [[bounds]] = await connection.query<RowDataPacket[]>({
     sql:
@@ -131,6 +131,7 @@ export async function expireRows(
   let removed = 0
   for (let low = BigInt(String(bounds.low)); low <= high && !stopped();) {
     const end = low + BigInt(STEP_IDS)
+    const chunkStarted = Date.now()
     const ids = await removeChunk(
       connection,
       `SELECT id FROM user_activities WHERE id >= ? AND id < ? AND \`timestamp\` < ? ` +
@@ -140,7 +141,7 @@ export async function expireRows(
     removed += ids.length
     // A full chunk: the step goes on after its last row; else the next step.
     low = ids.length === CHUNK_ROWS ? BigInt(ids[ids.length - 1] as string) + 1n : end
-    if (ids.length > 0) await pause()
+    if (ids.length > 0) await pause(Date.now() - chunkStarted)
   }
   return removed
 }
