@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { PrivateMariadb } from '../test-support/private-servers.js'
 
 export const root = fileURLToPath(new URL('..', import.meta.url))
 
@@ -121,4 +122,15 @@ export async function postLoad(
     other: result.non2xx,
     errors: result.errors + result.timeouts,
   } satisfies LoadResult
+}
+
+/** The services' MySQL variables for a MariaDB of the benchmark's own, as its service user. */
+export function mysqlEnvOf(server: PrivateMariadb, database = server.database): Record<string, string> {
+  return {
+    MYSQL_HOST: server.address.host,
+    MYSQL_PORT: String(server.address.port),
+    MYSQL_USER: server.user.user,
+    MYSQL_PASSWORD: server.user.password,
+    MYSQL_DATABASE: database,
+  }
 }

@@ -4,7 +4,7 @@
 import mysql from 'mysql2/promise'
 import { readFileSync } from 'node:fs'
 import { PrivateMariadb } from '../test-support/private-servers.js'
-import { batchBody, postLoad, root, startService, waitForHttp } from './lib.js'
+import { batchBody, mysqlEnvOf, postLoad, root, startService, waitForHttp } from './lib.js'
 
 export interface PurgeFigures {
   expiredRows: number
@@ -53,13 +53,7 @@ export async function purgeBench(
     database: server.database,
     multipleStatements: true,
   })
-  const mysqlEnv = {
-    MYSQL_HOST: server.address.host,
-    MYSQL_PORT: String(server.address.port),
-    MYSQL_USER: server.user.user,
-    MYSQL_PASSWORD: server.user.password,
-    MYSQL_DATABASE: server.database,
-  }
+  const mysqlEnv = mysqlEnvOf(server)
   const services: { stop(): Promise<unknown> }[] = []
   const number = async (sql: string) => {
     const [[row]] = await connection.query<mysql.RowDataPacket[]>(sql)

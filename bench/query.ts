@@ -5,7 +5,7 @@
 import mysql from 'mysql2/promise'
 import { readFileSync } from 'node:fs'
 import { PrivateMariadb } from '../test-support/private-servers.js'
-import { batchBody, postLoad, root, startService, waitForHttp } from './lib.js'
+import { batchBody, mysqlEnvOf, postLoad, root, startService, waitForHttp } from './lib.js'
 
 export interface QueryFigures {
   rows: number
@@ -104,13 +104,7 @@ export async function queryBench(
     database,
     multipleStatements: true,
   })
-  const mysqlEnv = {
-    MYSQL_HOST: server.address.host,
-    MYSQL_PORT: String(server.address.port),
-    MYSQL_USER: server.user.user,
-    MYSQL_PASSWORD: server.user.password,
-    MYSQL_DATABASE: database,
-  }
+  const mysqlEnv = mysqlEnvOf(server, database)
   const services = []
   try {
     await connection.query(readFileSync(`${root}db/init.sql`, 'utf8'))

@@ -5,6 +5,7 @@ import type { Connection, ConnectionOptions, RowDataPacket } from 'mysql2/promis
 import type { Logger } from 'pino'
 import { orAfter, sleep } from 'event-contract'
 import { eraseRows, expireRows, pendingErasures, removalSession } from './removal.js'
+import { endBounded } from './store-sessions.js'
 
 /** How often a consumer looks for work (erasures and the retention's pass). */
 const INTERVAL_MS = 10_000
@@ -114,7 +115,7 @@ export class Lifecycle {
         timeout: 5000,
       })
       if (Number(lock?.taken) !== 1) {
-        await this.#end(session)
+        await endBounded(session, this.#log)
         return { ran: false, erased: 0, expired: 0 }
       }
       let erased = 0
@@ -141,7 +142,7 @@ export class Lifecycle {
       // Released here, not by the end of the session: the server frees a closed session's locks a
       // moment after the client sees it closed, and the next run (here or elsewhere) would miss it.
       await session.query({ sql: 'DO RELEASE_LOCK(?)', values: [lockName(options.database)], timeout: 5000 })
-      await this.#end(session)
+      await endBounded(session, this.#log)
       return { ran: true, erased, expired }
     } catch (err) {
       // Closed at once: that rolls back a chunk that failed halfway (and releases the lock).
@@ -150,17 +151,5 @@ export class Lifecycle {
     } finally {
       this.#session = undefined
     }
-  }
-
-  /** Closes a session, bounded: a hung server answers no QUIT. */
-  async #end(session: Connection): Promise<void> {
-    const ended = session.end().then(
-      () => true,
-      (err: unknown) => {
-        this.#log.debug({ err }, 'closing the removal session failed')
-        return false
-      },
-    )
-    if (!(await orAfter(ended, 2000, false))) session.destroy()
   }
 }

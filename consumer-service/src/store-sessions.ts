@@ -35,6 +35,21 @@ function sessionSql(timeoutMs: number): string[] {
     'SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED',
   ]
 }
+/**
+ * Closes one connection: `end()` waits for the server's answer, and a hung server gives none, so
+ * it is dropped after CLOSE_TIMEOUT_MS.
+ */
+export async function endBounded(connection: Connection, log: Logger): Promise<void> {
+  const ended = connection.end().then(
+    () => true,
+    (err: unknown) => {
+      log.debug({ err }, 'closing a database connection failed')
+      return false
+    },
+  )
+  if (!(await orAfter(ended, CLOSE_TIMEOUT_MS, false))) connection.destroy()
+}
+
 /** How long `close()` lets a running query finish before it drops the connections. */
 const CLOSE_TIMEOUT_MS = 2000
 /** The server's max_allowed_packet is read again this often (and before refusing a row). */
@@ -160,20 +175,8 @@ export class Sessions {
       throw err
     } finally {
       if (lost) connection.destroy()
-      else await this.#end(connection)
+      else await endBounded(connection, this.#log)
     }
-  }
-
-  /** `end()`, bounded: it waits for the server's answer, and a hung server gives none. */
-  async #end(connection: Connection): Promise<void> {
-    const ended = connection.end().then(
-      () => true,
-      (err: unknown) => {
-        this.#log.debug({ err }, 'closing a database connection failed')
-        return false
-      },
-    )
-    if (!(await orAfter(ended, CLOSE_TIMEOUT_MS, false))) connection.destroy()
   }
 
   /** The server's max_allowed_packet: read again every PACKET_REREAD_MS, or now if `fresh`. */
