@@ -7,7 +7,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { ChannelModel, ConfirmChannel } from 'amqplib'
 import type { RowDataPacket } from 'mysql2/promise'
 import { pino } from 'pino'
-import { assertTopology, deleteTopology, messageProperties, topologyFor, type QueueMessage } from 'event-contract'
+import {
+  assertTopology,
+  deleteTopology,
+  messageProperties,
+  RECORD_ERASURE_SQL,
+  topologyFor,
+  type QueueMessage,
+} from 'event-contract'
 import { broker, connectBroker, uniqueName, waitFor } from '../../test-support/index.js'
 import { connectDatabase, countsDrift, createTestDatabase, database } from '../../test-support/database.js'
 import { spawnService } from '../../test-support/process.js'
@@ -262,6 +269,27 @@ describe('replay', () => {
     expect(await storedIds(databaseName)).toEqual([long.event_id])
     expect(await depths(queue)).toEqual({ main: 0, dead: 0 })
     // Counted when stored by the replay, not when refused.
+    expect(await countsDrift(databaseName)).toEqual([])
+  })
+
+  it("stores nothing of an erased user's letters, and the others once", async () => {
+    const queue = await topology()
+    const databaseName = await consumer(queue)
+    const erased = [event({ user_id: 44 }), event({ user_id: 44 })]
+    const other = event({ user_id: 45 })
+    await letters(queue, 'database-rejected', [...erased, other])
+    const connection = await connectDatabase(databaseName)
+    try {
+      // Erased after the producer received them (2026-02-20), as the query service records it.
+      await connection.query(RECORD_ERASURE_SQL[0], [44])
+    } finally {
+      await connection.end()
+    }
+    expect((await dlq(queue, 'replay')).code).toBe(EXIT.ok)
+    await waitFor(async () => (await storedIds(databaseName)).includes(other.event_id), { what: 'the other row' })
+    await waitFor(async () => (await depths(queue)).main === 0, { what: 'an empty queue' })
+    expect(await storedIds(databaseName)).toEqual([other.event_id])
+    expect(await depths(queue)).toEqual({ main: 0, dead: 0 })
     expect(await countsDrift(databaseName)).toEqual([])
   })
 
