@@ -4,7 +4,14 @@
 import type { Connection, ConnectionOptions, RowDataPacket } from 'mysql2/promise'
 import type { Logger } from 'pino'
 import { orAfter, sleep } from 'event-contract'
-import { eraseRows, expireRows, pendingErasures, removalSession } from './removal.js'
+import {
+  eraseRows,
+  expireRows,
+  pendingErasures,
+  removalSession,
+  reopenedErasures,
+  type ErasureRecord,
+} from './removal.js'
 import { endBounded } from './store-sessions.js'
 
 /** How often a consumer looks for work (erasures and the retention's pass). */
@@ -15,9 +22,9 @@ const INTERVAL_MS = 10_000
  */
 const CHUNK_PAUSE_MS = 5
 /**
- * A retention pass reads every id of the table: the next one waits this many times as long as
- * the last one took (and at least the interval), so that a large table is walked a tenth of the
- * time at most.
+ * A retention pass reads every id of the table, a look for erased users' rows that came back
+ * every erased user's index entries: the next one waits this many times as long as the last one
+ * took (and at least the interval), so that each runs a tenth of the time at most.
  */
 const PASS_SPACING = 10
 
@@ -53,6 +60,8 @@ export class Lifecycle {
   #session: Connection | undefined
   /** When this process may walk the table for expired events next (ms since the epoch). */
   #nextPassAt = 0
+  /** When this process may look for erased users' rows that came back next. */
+  #nextLookAt = 0
 
   constructor(options: LifecycleOptions) {
     this.#options = options
@@ -100,8 +109,26 @@ export class Lifecycle {
     this.#running = undefined
   }
 
+  /** When the next of a spaced task (PASS_SPACING) that began at `started` and ends now may begin. */
+  #spaced(started: number): number {
+    return Date.now() + Math.max(this.#intervalMs, PASS_SPACING * (Date.now() - started)) - this.#intervalMs
+  }
+
+  /** The completed erasures whose rows came back (a restore), when it is time to look again. */
+  async #reopened(session: Connection): Promise<ErasureRecord[]> {
+    if (Date.now() < this.#nextLookAt) return []
+    const started = Date.now()
+    const reopened = await reopenedErasures(session)
+    this.#nextLookAt = this.#spaced(started)
+    for (const { userId } of reopened) {
+      this.#log.warn({ userId }, 'rows of an erased user are back (a restored table?); removing them again')
+    }
+    return reopened
+  }
+
   /**
-   * One run, if this process gets the lock: every pending erasure, then the retention's pass.
+   * One run, if this process gets the lock: every pending erasure (and, spaced, those whose rows
+   * came back), then the retention's pass.
    * `stopped` ends it between chunks.
    */
   async runOnce(stopped: () => boolean = () => false): Promise<RunOutcome> {
@@ -119,7 +146,7 @@ export class Lifecycle {
         return { ran: false, erased: 0, expired: 0 }
       }
       let erased = 0
-      for (const erasure of await pendingErasures(session)) {
+      for (const erasure of [...(await pendingErasures(session)), ...(await this.#reopened(session))]) {
         if (stopped()) break
         try {
           erased += await eraseRows(session, erasure, stopped)
@@ -136,8 +163,7 @@ export class Lifecycle {
         const started = Date.now()
         const pause = (chunkMs: number) => sleep(Math.max(CHUNK_PAUSE_MS, chunkMs)).then(() => undefined)
         expired = await expireRows(session, retentionDays, stopped, pause)
-        this.#nextPassAt =
-          Date.now() + Math.max(this.#intervalMs, PASS_SPACING * (Date.now() - started)) - this.#intervalMs
+        this.#nextPassAt = this.#spaced(started)
       }
       // Released here, not by the end of the session: the server frees a closed session's locks a
       // moment after the client sees it closed, and the next run (here or elsewhere) would miss it.

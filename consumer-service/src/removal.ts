@@ -66,6 +66,11 @@ export interface ErasureRecord {
   erasedBefore: string
 }
 
+const erasureRecord = (row: RowDataPacket): ErasureRecord => ({
+  userId: Number(row.user_id),
+  erasedBefore: String(row.erased_before).slice(0, 23),
+})
+
 /** The erasures whose rows are not all gone yet. */
 export async function pendingErasures(connection: Connection): Promise<ErasureRecord[]> {
   const [rows] = await connection.query<RowDataPacket[]>({
@@ -74,7 +79,23 @@ export async function pendingErasures(connection: Connection): Promise<ErasureRe
       'FROM user_erasures WHERE completed_at IS NULL ORDER BY user_id',
     timeout: STATEMENT_TIMEOUT_MS,
   })
-  return rows.map((row) => ({ userId: Number(row.user_id), erasedBefore: String(row.erased_before).slice(0, 23) }))
+  return rows.map(erasureRecord)
+}
+
+/**
+ * The completed erasures some of whose rows are back (a table restored from a backup, or renamed
+ * away during the erasure and back after): an erasure stays recorded, so they go again. Reads
+ * the erased users' rows by the (user_id, timestamp) index (the caller spaces it).
+ */
+export async function reopenedErasures(connection: Connection): Promise<ErasureRecord[]> {
+  const [rows] = await connection.query<RowDataPacket[]>({
+    sql:
+      "SELECT e.user_id, DATE_FORMAT(e.erased_before, '%Y-%m-%d %H:%i:%s.%f') AS erased_before " +
+      'FROM user_erasures e WHERE e.completed_at IS NOT NULL AND EXISTS (SELECT 1 FROM user_activities a ' +
+      'WHERE a.user_id = e.user_id AND (a.received_at IS NULL OR a.received_at <= e.erased_before)) ORDER BY e.user_id',
+    timeout: STATEMENT_TIMEOUT_MS,
+  })
+  return rows.map(erasureRecord)
 }
 
 /**

@@ -131,6 +131,28 @@ describe('erasure', () => {
     expect(await rowsOf(33)).toBe(0)
     expect(await countsDrift(db.name)).toEqual([])
   })
+  it('removes again the rows of an erased user that came back (a restore) after it was done', async () => {
+    // An operator restores the table (a backup, a table renamed away and back): rows the erasure
+    // had removed, or never saw, are there again. The erasure stays recorded: they go again.
+    await store.insert([row(34, { receivedAgoMs: 60_000 }), row(34, { receivedAgoMs: 60_000 }), row(35)], (r) => r)
+    await sql.query('DROP TABLE IF EXISTS restore_copy')
+    await sql.query('CREATE TABLE restore_copy AS SELECT * FROM user_activities WHERE user_id = 34')
+    try {
+      await erase(34)
+      const after = row(34, { receivedAgoMs: -60_000 })
+      await store.insert([after], (r) => r)
+      expect(await lifecycle().runOnce()).toMatchObject({ erased: 2 })
+      await sql.query('INSERT INTO user_activities SELECT * FROM restore_copy')
+      expect(await rowsOf(34)).toBe(3)
+      expect(await lifecycle().runOnce()).toMatchObject({ ran: true, erased: 2 })
+      expect(await rowsOf(34)).toBe(1) // the event sent after the erasure stays
+      expect(await rowsOf(35)).toBe(1)
+      const [[record]] = await sql.query<RowDataPacket[]>('SELECT completed_at FROM user_erasures WHERE user_id = 34')
+      expect(record?.completed_at).not.toBeNull()
+    } finally {
+      await sql.query('DROP TABLE IF EXISTS restore_copy')
+    }
+  })
 })
 
 describe('the removal cut off halfway', () => {

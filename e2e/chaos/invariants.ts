@@ -1,7 +1,7 @@
 // The promise as invariants, checked once every fault is healed and the load has stopped.
 import { waitFor } from '../../test-support/index.js'
 import { QUEUE, rssAllowance, type Cluster } from './cluster.js'
-import { checkErasures, pendingErasures } from './erasure.js'
+import { checkErasures, erasuresUndone } from './erasure.js'
 import { REQUEST_BOUND_MS, type LoadRecord } from './load.js'
 
 /** After healing, the backlog must drain within this, without a restart. */
@@ -73,9 +73,9 @@ export async function checkInvariants(cluster: Cluster, load: LoadRecord, drainS
         const unstored = [...accepted].filter((id) => !stored.has(id)).length
         const ready = await depth(cluster, QUEUE)
         const held = await Promise.all(cluster.consumers.map((c) => c.inHand().catch(() => NaN)))
-        const erasing = await pendingErasures(cluster)
-        state = `${unstored} accepted events not stored, queue ready ${ready}, in hand ${held.join(' and ')}, ${erasing} erasures not done`
-        return unstored === 0 && ready === 0 && held.every((n) => n === 0) && erasing === 0
+        const erasing = await erasuresUndone(cluster)
+        state = `${unstored} accepted events not stored, queue ready ${ready}, in hand ${held.join(' and ')}, ${erasing ?? 'erasures done'}`
+        return unstored === 0 && ready === 0 && held.every((n) => n === 0) && erasing === undefined
       },
       { timeoutMs: DRAIN_BOUND_MS, intervalMs: 3000, what: 'the backlog to drain' },
     )
