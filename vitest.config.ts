@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config'
 
 /** Tests that need no broker and no database: `npx vitest run --project unit`, in seconds. */
 const UNIT = [
+  'activity-client/test/client.test.ts',
+  'activity-client/test/rules.test.ts',
   'consumer-service/test/batcher.test.ts',
   'consumer-service/test/config.test.ts',
   'consumer-service/test/health.test.ts',

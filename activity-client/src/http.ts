@@ -1,0 +1,67 @@
+// One POST of a batch to the producer's /batch: the body gzip-compressed where the platform can,
+// the write key as a Bearer token, a bound on the wait. Says what came back; never throws.
+import type { ValidationDetail } from './rules.js'
+
+export const BATCH_PATH = '/api/v1/events/batch'
+/** Bodies smaller than this go as they are: compressing them saves less than it costs. */
+const GZIP_FROM_BYTES = 1024
+
+export interface PostOptions {
+  url: string
+  writeKey?: string
+  gzip: boolean
+  timeoutMs: number
+  /** A browser's page being hidden: the request outlives the page (its body at most 64 KiB). */
+  keepalive?: boolean
+  /** Ends the request at once (the client closing gave up). */
+  signal?: AbortSignal
+}
+
+/** What the server answered (`status` 0: no answer, `error` says why). */
+export interface PostResult {
+  status: number
+  retryAfter: string | null
+  /** A 400's problems, each at ['body', 'batch', index, ...]. */
+  detail?: ValidationDetail[]
+  error?: string
+}
+
+const canGzip = () => typeof CompressionStream === 'function'
+
+async function gzipped(text: string): Promise<ArrayBuffer> {
+  const stream = new Blob([text]).stream().pipeThrough(new CompressionStream('gzip'))
+  return new Response(stream).arrayBuffer()
+}
+
+/** Sends `body` (the JSON text of `{"batch": [...]}`). */
+export async function postBatch(body: string, options: PostOptions): Promise<PostResult> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  if (options.writeKey) headers.authorization = `Bearer ${options.writeKey}`
+  let payload: string | ArrayBuffer = body
+  try {
+    // Not on a page being hidden: the request must be made before the page goes, synchronously.
+    if (options.gzip && !options.keepalive && body.length >= GZIP_FROM_BYTES && canGzip()) {
+      payload = await gzipped(body)
+      headers['content-encoding'] = 'gzip'
+    }
+    const response = await fetch(options.url, {
+      method: 'POST',
+      headers,
+      body: payload,
+      keepalive: options.keepalive === true,
+      signal: options.signal
+        ? AbortSignal.any([options.signal, AbortSignal.timeout(options.timeoutMs)])
+        : AbortSignal.timeout(options.timeoutMs),
+    })
+    const result: PostResult = { status: response.status, retryAfter: response.headers.get('retry-after') }
+    if (response.status === 400) {
+      const answer = (await response.json().catch(() => undefined)) as { detail?: unknown } | undefined
+      if (Array.isArray(answer?.detail)) result.detail = answer.detail as ValidationDetail[]
+    } else {
+      await response.body?.cancel().catch(() => undefined)
+    }
+    return result
+  } catch (err) {
+    return { status: 0, retryAfter: null, error: (err as Error).message }
+  }
+}

@@ -1,0 +1,242 @@
+// Unit: the client against a stand-in producer (a real HTTP server): batching by size and time,
+// retries with the same event_ids and Retry-After, the 400 and 413 splits, a refused key, the
+// bound, flush() and close().
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { ActivityClient, ActivityClientError, type ActivityClientOptions } from '../src/index.js'
+import { backoffMs, retryAfterMs } from '../src/retry.js'
+import { FakeProducer, type Answer, type Received } from './fake-producer.js'
+
+const servers: FakeProducer[] = []
+const clients: ActivityClient[] = []
+afterEach(async () => {
+  for (const client of clients.splice(0)) await client.close(100)
+  for (const server of servers.splice(0)) await server.stop()
+})
+
+async function setUp(
+  answer?: (request: Received, index: number) => Answer,
+  options: Partial<ActivityClientOptions> = {},
+) {
+  const server = await new FakeProducer(answer).start()
+  servers.push(server)
+  const errors: ActivityClientError[] = []
+  const client = new ActivityClient({
+    endpoint: server.endpoint,
+    flushIntervalMs: 60_000,
+    onError: (e) => errors.push(e),
+    ...options,
+  })
+  clients.push(client)
+  return { server, client, errors }
+}
+
+const track = (client: ActivityClient, n: number, extra: Record<string, unknown> = {}) =>
+  Array.from({ length: n }, (_, i) => client.track({ user_id: 1 + i, event_type: 'page_view', ...extra }))
+
+const sentIds = (server: FakeProducer) => server.requests.flatMap((r) => r.events.map((e) => e.event_id))
+
+describe('batching', () => {
+  it('sends a batch as soon as flushAt events wait, the rest at flush()', async () => {
+    const { server, client } = await setUp(undefined, { flushAt: 10 })
+    const ids = track(client, 25)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(server.requests.map((r) => r.events.length)).toEqual([10, 10])
+    await client.flush()
+    expect(server.requests.map((r) => r.events.length)).toEqual([10, 10, 5])
+    expect(sentIds(server)).toEqual(ids) // in order, each once
+  })
+
+  it('sends what waits flushIntervalMs after it was tracked', async () => {
+    const { server, client } = await setUp(undefined, { flushAt: 100, flushIntervalMs: 300 })
+    const started = Date.now()
+    track(client, 3)
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    expect(server.requests).toHaveLength(0)
+    await vi.waitFor(() => expect(server.requests).toHaveLength(1), { timeout: 5000 })
+    expect(server.requests[0]?.at).toBeGreaterThanOrEqual(started + 290)
+  })
+
+  it('completes an event: a UUIDv7 event_id, the time now, gzip with the write key', async () => {
+    const { server, client } = await setUp(undefined, { writeKey: 'k-123' })
+    const id = client.track({ user_id: 7, event_type: 'login', metadata: { page: 'x'.repeat(2000) } })
+    await client.flush()
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+    const [request] = server.requests
+    expect(request?.headers['content-encoding']).toBe('gzip')
+    expect(request?.headers.authorization).toBe('Bearer k-123')
+    const [event] = request?.events ?? []
+    expect(event?.event_id).toBe(id)
+    expect(Math.abs(Date.parse(event?.timestamp ?? '') - Date.now())).toBeLessThan(5000)
+  })
+
+  it('keeps one of an event tracked twice with its event_id while it waits', async () => {
+    const { server, client } = await setUp()
+    const id = client.track({ user_id: 1, event_type: 'login' })
+    client.track({ user_id: 1, event_type: 'login', event_id: id })
+    await client.flush()
+    expect(sentIds(server)).toEqual([id])
+  })
+})
+
+describe('retries', () => {
+  it('retries 503, 500, 429 and a dropped connection with the same event_ids, honouring Retry-After', async () => {
+    const answers: Answer[] = [
+      { status: 503, headers: { 'retry-after': '1' } },
+      { status: 500 },
+      'drop',
+      { status: 429, headers: { 'retry-after': '1' } },
+    ]
+    const { server, client, errors } = await setUp((_, i) => answers[i] ?? { status: 202 }, { maxBackoffMs: 200 })
+    const ids = track(client, 5)
+    await client.flush()
+    expect(server.requests).toHaveLength(5)
+    for (const request of server.requests) expect(request.events.map((e) => e.event_id)).toEqual(ids)
+    const gap = (i: number) => (server.requests[i]?.at ?? 0) - (server.requests[i - 1]?.at ?? 0)
+    expect(gap(1)).toBeGreaterThanOrEqual(990) // Retry-After: 1 over a backoff of 200 ms at most
+    expect(gap(4)).toBeGreaterThanOrEqual(990)
+    expect(errors).toEqual([])
+  })
+
+  it('backs off exponentially, capped, with jitter, never before Retry-After', () => {
+    const low = (attempt: number, retryAfter?: number) => backoffMs(attempt, 1000, retryAfter, () => 0)
+    const high = (attempt: number) => backoffMs(attempt, 1000, undefined, () => 1)
+    expect([0, 1, 2, 3, 10].map((a) => [low(a), high(a)])).toEqual([
+      [125, 250],
+      [250, 500],
+      [500, 1000],
+      [500, 1000],
+      [500, 1000],
+    ])
+    expect(low(0, 3000)).toBe(3000)
+    expect(retryAfterMs('2')).toBe(2000)
+    expect(retryAfterMs(new Date(Date.now() + 5000).toUTCString())).toBeGreaterThan(3000)
+    expect(retryAfterMs('soon')).toBeUndefined()
+    expect(retryAfterMs(null)).toBeUndefined()
+  })
+})
+
+describe('what the server refuses', () => {
+  it('400: reports the events it names, sends the rest', async () => {
+    const { server, client, errors } = await setUp((request) => {
+      const bad = request.events.flatMap((e, i) => (e.event_type === 'poison' ? [i] : []))
+      if (bad.length === 0) return { status: 202 }
+      const detail = bad.map((i) => ({ loc: ['body', 'batch', i, 'metadata'], msg: 'refused', type: 'value_error' }))
+      return { status: 400, body: { detail, message: 'Invalid UserActivityEvent payload' } }
+    })
+    const good = [...track(client, 3), ...track(client, 2)]
+    const poison = client.track({ user_id: 9, event_type: 'poison' })
+    good.push(...track(client, 2))
+    await client.flush()
+    expect([...server.accepted.keys()].sort()).toEqual([...good].sort())
+    expect(errors.map((e) => [e.code, e.events.map((x) => x.event_id), e.detail?.[0]?.loc])).toEqual([
+      ['invalid', [poison], ['body', 'metadata']],
+    ])
+  })
+
+  it('400 without the events named, and 413: split until each part passes, one too large reported', async () => {
+    const { server, client, errors } = await setUp((request) => {
+      if (request.events.length > 3)
+        return { status: 400, body: { detail: [{ loc: ['body', 'batch'], msg: 'too long', type: 'too_long' }] } }
+      if (request.bytes > 3000) return { status: 413, body: { detail: 'Request body is larger than 3000 bytes' } }
+      return { status: 202 }
+    })
+    const ids = track(client, 10)
+    const big = client.track({ user_id: 1, event_type: 'big', metadata: { a: 'x'.repeat(4000) } })
+    await client.flush()
+    expect([...server.accepted.keys()].sort()).toEqual([...ids].sort())
+    expect(errors.map((e) => [e.code, e.events.map((x) => x.event_id), e.status])).toEqual([['too_large', [big], 413]])
+  })
+
+  it('401: stops sending, reports what waits and what comes after', async () => {
+    const { server, client, errors } = await setUp(() => ({ status: 401, body: { detail: 'Invalid API key' } }), {
+      flushAt: 2,
+      maxInFlight: 1,
+    })
+    track(client, 5)
+    await client.flush()
+    client.track({ user_id: 1, event_type: 'late' })
+    expect(server.requests).toHaveLength(1)
+    expect(errors.every((e) => e.code === 'unauthorized')).toBe(true)
+    expect(errors.flatMap((e) => e.events)).toHaveLength(6)
+    expect(client.pending).toBe(0)
+  })
+
+  it('an invalid event is reported at track() and never sent', async () => {
+    const { server, client, errors } = await setUp()
+    client.track({ user_id: 0, event_type: 'login' })
+    client.track({ user_id: 1, event_type: 'x'.repeat(51), timestamp: '2026-02-30T00:00:00Z' })
+    await client.flush()
+    expect(server.requests).toHaveLength(0)
+    expect(errors.map((e) => [e.code, e.detail?.map((d) => d.loc.at(-1))])).toEqual([
+      ['invalid', ['user_id']],
+      ['invalid', ['event_type', 'timestamp']],
+    ])
+  })
+})
+
+describe('bounds, flush and close', () => {
+  it('refuses events past maxQueuedEvents, reporting them, while the server hangs', async () => {
+    const { client, errors } = await setUp(() => 'hang', { maxQueuedEvents: 5, flushAt: 2 })
+    const ids = track(client, 8)
+    expect(client.pending).toBe(5)
+    expect(errors.map((e) => [e.code, e.events[0]?.event_id])).toEqual(ids.slice(5).map((id) => ['queue_full', id]))
+  })
+
+  it('flush() waits for the events tracked before it, not for those after', async () => {
+    let open = false
+    const { client } = await setUp(
+      (request) => (request.events[0]?.event_type === 'late' ? 'hang' : open ? { status: 202 } : { status: 503 }),
+      { maxBackoffMs: 50 },
+    )
+    track(client, 2)
+    let flushed = false
+    const flushing = client.flush().then(() => (flushed = true))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(flushed).toBe(false) // refused so far: still waiting
+    client.track({ user_id: 1, event_type: 'late' }) // after the flush(): never answered
+    void client.flush()
+    open = true
+    await flushing
+    expect(client.pending).toBe(1)
+  })
+
+  it('close() sends what waits, then reports what the server would not take within its time', async () => {
+    const { server, client, errors } = await setUp((request) =>
+      request.events.some((e) => e.event_type === 'stuck') ? { status: 503 } : { status: 202 },
+    )
+    const sent = track(client, 3)
+    await client.flush()
+    const stuck = track(client, 2, { event_type: 'stuck' })
+    const started = Date.now()
+    await client.close(500)
+    expect(Date.now() - started).toBeLessThan(1500)
+    expect([...server.accepted.keys()]).toEqual(sent)
+    expect(errors.map((e) => [e.code, e.events.map((x) => x.event_id)])).toEqual([['closed', stuck]])
+    client.track({ user_id: 1, event_type: 'after' })
+    expect(errors.at(-1)?.code).toBe('closed')
+  })
+
+  it('a Node process exits by itself once close() resolves', async () => {
+    const { server } = await setUp()
+    const entry = fileURLToPath(new URL('../dist/index.js', import.meta.url))
+    const script = `
+      const { ActivityClient } = await import(${JSON.stringify(entry)})
+      const client = new ActivityClient({ endpoint: ${JSON.stringify(server.endpoint)} })
+      for (let i = 0; i < 150; i++) client.track({ user_id: 1, event_type: 'login' })
+      await client.close()
+      console.log('closed')`
+    const started = Date.now()
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let output = ''
+    child.stdout.on('data', (d) => (output += d))
+    const code = await new Promise((resolve) => child.on('exit', resolve))
+    expect(code).toBe(0)
+    expect(output.trim()).toBe('closed')
+    expect(Date.now() - started).toBeLessThan(5000)
+    expect(server.accepted.size).toBe(150)
+  })
+})
