@@ -149,3 +149,18 @@ describe('retention', () => {
     }
   }, 180_000)
 })
+
+describe('start-up', () => {
+  it('on a database without the schema: the lifecycle waits for it, no failed removal logged', async () => {
+    // System's database is created empty: the consumer applies db/init.sql as it starts.
+    const s = await start({ consumerEnv: { LIFECYCLE_INTERVAL_MS: '200', LOG_LEVEL: 'info' } })
+    const accepted = acceptedIds(await s.postMany(20, 4))
+    await s.settle(accepted)
+    await sql(s, RECORD_ERASURE_SQL[0], [event(0).user_id])
+    await waitFor(async () => (await sql(s, 'SELECT * FROM user_erasures WHERE completed_at IS NULL')).length === 0, {
+      what: 'the erasure done',
+      timeoutMs: 10_000,
+    })
+    expect(s.consumer?.output()).not.toContain('removing erased or expired events failed')
+  })
+})

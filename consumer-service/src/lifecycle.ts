@@ -34,6 +34,8 @@ export interface LifecycleOptions {
   /** RETENTION_DAYS: events older are removed; undefined keeps them forever. */
   retentionDays?: number
   intervalMs?: number
+  /** False while the schema is not in place yet (the consumer applies it at start): runs wait. */
+  ready?: () => boolean
   /** Told of each run that removed rows (metrics). */
   onRemoved?: (outcome: RunOutcome) => void
 }
@@ -76,6 +78,10 @@ export class Lifecycle {
     this.#stop = stop
     this.#running = (async () => {
       while (!stop.signal.aborted) {
+        if (this.#options.ready?.() === false) {
+          await sleep(Math.min(this.#intervalMs, 500), stop.signal)
+          continue
+        }
         try {
           const outcome = await this.runOnce(() => stop.signal.aborted)
           if (outcome.erased > 0 || outcome.expired > 0) {
