@@ -14,6 +14,7 @@ import { messageProperties } from 'event-contract'
 import { broker, connectBroker, metricValue, TcpProxy, waitFor } from '../test-support/index.js'
 import { freePort, rssBytes } from '../test-support/process.js'
 import { connectDatabase, createTestUser, database } from '../test-support/database.js'
+import { clientOf, trackAt } from './client-load.js'
 import { acceptedIds, event, shippedNodeOptions, System, type PostOutcome, type SystemOptions } from './harness.js'
 
 let system: System | undefined
@@ -201,6 +202,46 @@ describe('faults', () => {
     expect(result.duplicated).toEqual([])
     expect(result.countsDrift).toEqual([])
     expect(dead).toBe(0)
+  })
+
+  it('activity-client: 5,000 track() calls while RabbitMQ is stopped 5 s; flush() resolves, each stored once', async () => {
+    const s = await start()
+    const { client, errors } = clientOf(s, { flushAt: 100, flushIntervalMs: 200 })
+    const tracking = trackAt(client, 5000, 500)
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    const stopped = Date.now()
+    let requestsDuring = 0
+    try {
+      shell(brokerStop)
+      const before = await fetch(`${s.api}/metrics`).then((r) => r.text())
+      requestsDuring = -(
+        metricValue(before, 'producer_http_requests_total', { route: '/api/v1/events/batch', status: '500' }) ?? 0
+      )
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 5000 - (Date.now() - stopped))))
+      const after = await fetch(`${s.api}/metrics`).then((r) => r.text())
+      requestsDuring +=
+        metricValue(after, 'producer_http_requests_total', { route: '/api/v1/events/batch', status: '500' }) ?? 0
+    } finally {
+      shell(brokerStart)
+    }
+    const outageMs = Date.now() - stopped
+    const ids = await tracking
+    const flushStarted = Date.now()
+    await client.flush()
+    const flushMs = Date.now() - flushStarted
+    await client.close()
+    const result = await s.settle(new Set(ids))
+    report('activity-client, broker stopped', {
+      outageMs,
+      refusedWhileStopped: requestsDuring,
+      flushMs,
+      ...summary(result),
+    })
+    expect(errors).toEqual([])
+    expect(requestsDuring).toBeGreaterThan(0) // the client did meet the outage
+    expect(result.missing).toEqual([])
+    expect(result.duplicated).toEqual([])
+    expect(result.stored).toBe(5000)
   })
 
   it('a batch cut off by a broker outage: 500 with its event_ids; resent after recovery, each stored once', async () => {

@@ -42,6 +42,7 @@ export class System {
   readonly #options: SystemOptions
   #dropDatabase: (() => Promise<void>) | undefined
   #consumerEnv: Record<string, string> = {}
+  #producerEnv: Record<string, string> = {}
 
   constructor(options: SystemOptions = {}) {
     this.#options = options
@@ -74,16 +75,22 @@ export class System {
       HEALTH_PORT: String(healthPort),
       ...this.#options.consumerEnv,
     }
-    this.producer = spawnService(producerMain, {
+    this.#producerEnv = {
       ...common,
       ...brokerEnv(this.#options.producerBrokerAt),
       HOST: '127.0.0.1',
       PORT: String(port),
       ...this.#options.producerEnv,
-    })
-    await waitFor(() => this.healthy(this.producerHealth), { what: 'the producer to be healthy', timeoutMs: 15_000 })
+    }
+    await this.startProducer()
     if (this.#options.consumer !== false) await this.startConsumer()
     return this
+  }
+
+  /** Starts the producer (again, after `producer.stop()`: on the same port). */
+  async startProducer(): Promise<void> {
+    this.producer = spawnService(producerMain, this.#producerEnv)
+    await waitFor(() => this.healthy(this.producerHealth), { what: 'the producer to be healthy', timeoutMs: 15_000 })
   }
 
   /** Starts the consumer; `env` is added to its environment, for this start and the next. */

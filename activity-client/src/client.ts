@@ -53,6 +53,8 @@ export interface Pending {
   /** The flush() generation it was tracked in. */
   epoch: number
   done: boolean
+  /** In a keepalive request of a page being hidden, not answered yet. */
+  leaving?: boolean
 }
 
 const encoder = new TextEncoder()
@@ -78,6 +80,8 @@ export class ActivityClient {
   /** Aborted when close() gives up: waits and requests end at once. */
   readonly #stop = new AbortController()
   readonly #unwatch: () => void
+  /** Bytes of keepalive requests in flight (a browser allows 64 KiB). */
+  #leavingBytes = 0
 
   constructor(options: ActivityClientOptions) {
     this.#o = {
@@ -119,7 +123,7 @@ export class ActivityClient {
       return event.event_id
     }
     const detail = checkEvent(event as unknown as Record<string, unknown>)
-    const json = detail.length === 0 ? JSON.stringify(event) : ''
+    const json = detail.length === 0 ? toJson(event, detail) : ''
     const bytes = encoder.encode(json).length
     if (bytes > MAX_EVENT_BYTES) {
       detail.push({
@@ -328,8 +332,16 @@ export class ActivityClient {
     status?: number,
   ): void {
     const error = new ActivityClientError(code, message, events, detail, status)
-    if (this.#o.onError) this.#o.onError(error)
-    else console.warn(`activity-client: ${events.length} event(s) not delivered: ${code}: ${message}`)
+    if (!this.#o.onError) {
+      console.warn(`activity-client: ${events.length} event(s) not delivered: ${code}: ${message}`)
+      return
+    }
+    try {
+      this.#o.onError(error)
+    } catch (err) {
+      // The app's handler failing must not stop the deliveries of the others.
+      console.error('activity-client: onError threw', err)
+    }
   }
 
   #post(keepalive = false) {
@@ -360,14 +372,35 @@ export class ActivityClient {
   /** The page is going (or hidden): what waits goes now, in requests that outlive it. */
   #sendBeforeHide(): void {
     if (this.#state !== 'open' && this.#state !== 'closing') return
-    const chunks = keepaliveChunks([...this.#unsettled.values()], this.#o.maxBatchEvents)
-    for (const chunk of chunks) {
-      void postBatch(bodyOf(chunk), this.#post(true)).then((result) => {
+    // Hidden, then left: two calls, one request for each event; the 64 KiB shared by both.
+    const waiting = [...this.#unsettled.values()].filter((p) => !p.leaving)
+    for (const chunk of keepaliveChunks(waiting, this.#o.maxBatchEvents, KEEPALIVE_BYTES - this.#leavingBytes)) {
+      const body = bodyOf(chunk)
+      const bytes = encoder.encode(body).length
+      this.#leavingBytes += bytes
+      for (const p of chunk) p.leaving = true
+      void postBatch(body, this.#post(true)).then((result) => {
+        this.#leavingBytes -= bytes
+        for (const p of chunk) p.leaving = false
         // Accepted: done, wherever else they are. Otherwise their own requests (or the queue) go on.
         if (result.status === 202 || result.status === 200) this.#settle(chunk)
       })
     }
     this.#pump()
+  }
+}
+
+/** The event as JSON; a problem added to `detail` when it has none (a BigInt, a cycle in metadata). */
+function toJson(event: ActivityEvent, detail: ValidationDetail[]): string {
+  try {
+    return JSON.stringify(event)
+  } catch (err) {
+    detail.push({
+      loc: ['body', 'metadata'],
+      msg: `not serializable as JSON: ${(err as Error).message}`,
+      type: 'value_error',
+    })
+    return ''
   }
 }
 

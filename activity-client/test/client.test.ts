@@ -45,7 +45,12 @@ describe('batching', () => {
     expect(server.requests.map((r) => r.events.length)).toEqual([10, 10])
     await client.flush()
     expect(server.requests.map((r) => r.events.length)).toEqual([10, 10, 5])
-    expect(sentIds(server)).toEqual(ids) // in order, each once
+    expect([...sentIds(server)].sort()).toEqual([...ids].sort()) // each once
+    for (const request of server.requests) {
+      // Each request the oldest waiting, in the order tracked (two requests may arrive either way round).
+      const first = ids.indexOf(request.events[0]?.event_id ?? '')
+      expect(request.events.map((e) => e.event_id)).toEqual(ids.slice(first, first + request.events.length))
+    }
   })
 
   it('sends what waits flushIntervalMs after it was tracked', async () => {
@@ -174,6 +179,35 @@ describe('what the server refuses', () => {
       ['invalid', ['event_type', 'timestamp']],
     ])
   })
+
+  it('metadata that is not JSON (a BigInt, a cycle) is reported, and track() does not throw', async () => {
+    const { server, client, errors } = await setUp()
+    const cycle: Record<string, unknown> = {}
+    cycle.self = cycle
+    client.track({ user_id: 1, event_type: 'login', metadata: { n: 10n } })
+    client.track({ user_id: 1, event_type: 'login', metadata: cycle })
+    await client.flush()
+    expect(server.requests).toHaveLength(0)
+    expect(errors.map((e) => [e.code, e.detail?.[0]?.loc])).toEqual([
+      ['invalid', ['body', 'metadata']],
+      ['invalid', ['body', 'metadata']],
+    ])
+  })
+
+  it('an onError that throws stops nothing: the other events are delivered', async () => {
+    const { server } = await setUp()
+    const client = new ActivityClient({
+      endpoint: server.endpoint,
+      onError: () => {
+        throw new Error('the app’s handler failed')
+      },
+    })
+    clients.push(client)
+    client.track({ user_id: 0, event_type: 'login' })
+    const id = client.track({ user_id: 1, event_type: 'login' })
+    await client.flush()
+    expect([...server.accepted.keys()]).toEqual([id])
+  })
 })
 
 describe('bounds, flush and close', () => {
@@ -238,5 +272,35 @@ describe('bounds, flush and close', () => {
     expect(output.trim()).toBe('closed')
     expect(Date.now() - started).toBeLessThan(5000)
     expect(server.accepted.size).toBe(150)
+  })
+
+  it('a page hidden, then left: what waits is sent once, within the keepalive budget; the rest when due', async () => {
+    // A browser's window and document, as far as the client uses them.
+    const page = new EventTarget()
+    const doc = Object.assign(new EventTarget(), { visibilityState: 'visible' })
+    const globals = globalThis as unknown as Record<string, unknown>
+    Object.assign(globals, {
+      addEventListener: page.addEventListener.bind(page),
+      removeEventListener: page.removeEventListener.bind(page),
+      document: doc,
+    })
+    try {
+      const { server, client } = await setUp(undefined, { flushAt: 10_000, maxBatchEvents: 100, gzip: false })
+      const ids = track(client, 600, { metadata: { path: '/products/'.padEnd(100, 'x') } })
+      doc.visibilityState = 'hidden'
+      doc.dispatchEvent(new Event('visibilitychange'))
+      page.dispatchEvent(new Event('pagehide'))
+      await vi.waitFor(() => expect(server.requests.length).toBeGreaterThan(0))
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      const leaving = server.requests.reduce((sum, r) => sum + r.bytes, 0)
+      expect(leaving).toBeLessThanOrEqual(64 * 1024)
+      expect(sentIds(server).length).toBeGreaterThan(200) // most of the 60 KiB used
+      expect(client.pending).toBe(600 - sentIds(server).length)
+      await client.flush() // the page lived on: the rest goes as usual
+      expect([...server.accepted.keys()].sort()).toEqual([...ids].sort())
+      expect([...server.accepted.values()].every((n) => n === 1)).toBe(true)
+    } finally {
+      for (const name of ['addEventListener', 'removeEventListener', 'document']) delete globals[name]
+    }
   })
 })
