@@ -16,6 +16,7 @@ import {
 } from 'event-contract'
 import { toRow } from '../consumer-service/src/store.js'
 import { batchBody, postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
+import { clientBench } from './client.js'
 import { purgeBench } from './lifecycle.js'
 import { queryBench } from './query.js'
 
@@ -384,6 +385,15 @@ record({
 })
 console.log(`  (${purge.purged} expired rows purged meanwhile; longest row lock wait ${purge.longestLockWaitMs} ms)`)
 
+const viaClient = await withQueue((queue) => clientBench({ producerEnv: producerEnv(queue), port: 18_090, seconds }))
+record({ run: '/batch driven directly, 100-event bodies, 16 connections', perSecond: viaClient.direct, unit: 'events' })
+record({
+  run: 'activity-client track() into /batch, its defaults',
+  perSecond: viaClient.client,
+  unit: 'events',
+  failures: viaClient.failed,
+})
+
 console.log(`\nBenchmark (${seconds} s loads, ${drainEvents} events drained; ${root})\n`)
 console.log('| run | per second | p99 ms | failures | peak RSS MB |')
 console.log('|---|---|---|---|---|')
@@ -447,6 +457,11 @@ target(
   purge.storedWith >= 0.8 * purge.storedWithout && purge.purged > 0,
 )
 target('no row lock wait over 1 s while purging (ms)', purge.longestLockWaitMs, purge.longestLockWaitMs < 1000, 0)
+target(
+  'activity-client >= 0.8 x /batch driven directly (events/s)',
+  viaClient.client / viaClient.direct,
+  viaClient.client >= 0.8 * viaClient.direct && viaClient.failed === 0,
+)
 for (const row of [producer, batch, drainSingle, drainBatch, drainLarge]) {
   target(`${row.run}: RSS < 200 MB`, row.rssMb ?? 0, (row.rssMb ?? 0) < 200, 0)
 }

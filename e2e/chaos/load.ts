@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import type { ChannelModel, ConfirmChannel } from 'amqplib'
 import { BATCH_MESSAGE_TYPE, MESSAGE_TYPE } from 'event-contract'
+import { AppClients } from './app-clients.js'
 import { QUEUE, type Cluster } from './cluster.js'
 
 /** A request unanswered this long is hung (DESIGN: a dependency down is a 500 within seconds). */
@@ -39,7 +40,7 @@ export interface LoadRecord {
 }
 
 /** An event; with `mayBeErasable`, one in twenty is an erasable user's. */
-function event(random: () => number, mayBeErasable = false) {
+export function event(random: () => number, mayBeErasable = false) {
   // Mostly small, some up to about 6 KB: each fits a 64 KiB max_allowed_packet alone.
   const pad = random() < 0.05 ? 6000 : Math.floor(random() * 600)
   return {
@@ -72,14 +73,20 @@ export class Load {
   #giveUpAt = Infinity
   #next = 0
   #workers: Promise<void>[] = []
+  readonly #apps: AppClients
 
   constructor(readonly cluster: Cluster) {
+    this.#apps = new AppClients(cluster, this.record)
     cluster.poisonBurst = (count) => this.poisonBurst(count)
     cluster.batchBurst = (count) => this.batchBurst(count)
   }
 
-  /** ~150 events/s on /track (16 clients), ~10 batches/s of 1 to 200 events (4 clients), 1 poison/2 s. */
+  /**
+   * ~150 events/s on /track (16 clients), ~10 batches/s of 1 to 200 events (4 clients), ~30
+   * events/s through activity-client (app-clients.ts), 1 poison/2 s.
+   */
   start(): void {
+    this.#apps.start()
     for (let i = 0; i < 16; i++) this.#workers.push(this.#client(() => [event(Math.random, true)], 16 / 150))
     for (let i = 0; i < 4; i++) {
       this.#workers.push(
@@ -96,7 +103,7 @@ export class Load {
   async stop(retryMs: number): Promise<void> {
     this.#making = false
     this.#giveUpAt = Date.now() + retryMs
-    await Promise.all(this.#workers)
+    await Promise.all([...this.#workers, this.#apps.stop(retryMs)])
   }
 
   async #client(make: () => ReturnType<typeof event>[], everySeconds: number): Promise<void> {

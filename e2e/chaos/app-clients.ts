@@ -1,0 +1,70 @@
+// The soak's apps: activity-client, one per producer, tracking about 30 events a second between
+// them through every fault. What a client did not report through onError must be stored once.
+import { ActivityClient, type ActivityClientError } from '../../activity-client/src/index.js'
+import type { Cluster } from './cluster.js'
+import { event, REQUEST_BOUND_MS, type LoadRecord } from './load.js'
+
+const EVENTS_PER_SECOND_EACH = 15
+
+export class AppClients {
+  readonly #cluster: Cluster
+  readonly #record: LoadRecord
+  #making = true
+  #running: Promise<void>[] = []
+  readonly #clients: ActivityClient[] = []
+  readonly #tracked: string[] = []
+  readonly #reported: ActivityClientError[] = []
+
+  constructor(cluster: Cluster, record: LoadRecord) {
+    this.#cluster = cluster
+    this.#record = record
+  }
+
+  start(): void {
+    for (const producer of this.#cluster.producers) {
+      const client = new ActivityClient({
+        endpoint: producer.url,
+        flushAt: 20,
+        flushIntervalMs: 250,
+        maxBackoffMs: 5000,
+        requestTimeoutMs: REQUEST_BOUND_MS,
+        onError: (error) => this.#reported.push(error),
+      })
+      this.#clients.push(client)
+      this.#running.push(this.#track(client))
+    }
+  }
+
+  async #track(client: ActivityClient): Promise<void> {
+    while (this.#making) {
+      const { event_id: _, ...fields } = event(Math.random)
+      this.#tracked.push(client.track(fields))
+      await new Promise((resolve) => setTimeout(resolve, 1000 / EVENTS_PER_SECOND_EACH))
+    }
+  }
+
+  /** No new events; the clients get `retryMs` to deliver what they hold, then the record is written. */
+  async stop(retryMs: number): Promise<void> {
+    this.#making = false
+    await Promise.all(this.#running)
+    await Promise.all(this.#clients.map((client) => client.close(retryMs)))
+    const reported = new Set<string>()
+    for (const error of this.#reported) {
+      for (const e of error.events) {
+        reported.add(e.event_id)
+        // Not delivered within the time after healing: as a retrying client giving up. Anything
+        // else (a 400, a refused key) is a valid event refused.
+        if (error.code === 'closed' || error.code === 'queue_full')
+          this.#record.unaccepted.set(e.event_id, `activity-client ${error.code}: ${error.message}`)
+        else
+          this.#record.refused.push({
+            at: this.#cluster.elapsed(),
+            status: error.status ?? 0,
+            body: `activity-client ${error.code}: ${error.message}`,
+          })
+      }
+    }
+    for (const id of this.#tracked) if (!reported.has(id)) this.#record.accepted.add(id)
+    this.#record.statuses.set('activity-client events delivered', this.#tracked.length - reported.size)
+  }
+}
