@@ -5,7 +5,8 @@ import { ActivityClient } from '../activity-client/dist/index.js'
 const [url = '', secondsText = '10'] = process.argv.slice(2)
 const seconds = Number(secondsText)
 let failed = 0
-const client = new ActivityClient({ endpoint: url, onError: (e) => (failed += e.events.length) })
+const options = JSON.parse(process.env.BENCH_CLIENT_OPTIONS || '{}') as Record<string, unknown>
+const client = new ActivityClient({ endpoint: url, onError: (e) => (failed += e.events.length), ...options })
 /** Events held at most: the app tracks faster than any server takes, so it waits for room. */
 const HELD = 5000
 const started = Date.now()

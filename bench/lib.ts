@@ -84,19 +84,36 @@ export function batchBody(size: number): string {
  */
 export async function postLoad(
   url: string,
-  { connections = 64, seconds = 10, onTick = () => {}, path = '/api/v1/events/track', body = seedBody } = {},
+  {
+    connections = 64,
+    seconds = 10,
+    onTick = () => {},
+    path = '/api/v1/events/track',
+    body = seedBody as string | Buffer,
+    /** The body's Content-Encoding (it is sent as given). */
+    encoding = '',
+  } = {},
 ) {
   const ticker = setInterval(onTick, 250)
   // From a file: Linux takes at most 128 KiB in one command-line argument, a batch can be 1 MiB.
   const bodyFile = join(mkdtempSync(join(tmpdir(), 'bench-')), 'body.json')
   writeFileSync(bodyFile, body)
-  const args = [
+  const cli = [
     fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url)),
     '--json',
     ...['-c', String(connections), '-d', String(seconds), '-m', 'POST'],
     ...['-H', 'content-type=application/json', '-i', bodyFile],
     `${url}${path}`,
   ]
+  // The CLI reads its body file as text: a compressed body goes through autocannon's API, as bytes.
+  const api = [
+    '-e',
+    `require(${JSON.stringify(fileURLToPath(new URL('../node_modules/autocannon', import.meta.url)))})({ ` +
+      `url: ${JSON.stringify(`${url}${path}`)}, method: 'POST', connections: ${connections}, duration: ${seconds}, ` +
+      `headers: { 'content-type': 'application/json', 'content-encoding': ${JSON.stringify(encoding)} }, ` +
+      `body: require('node:fs').readFileSync(${JSON.stringify(bodyFile)}) }).then((r) => console.log(JSON.stringify(r)))`,
+  ]
+  const args = encoding ? api : cli
   const output = await new Promise<string>((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] })
     let text = ''

@@ -386,13 +386,14 @@ record({
 console.log(`  (${purge.purged} expired rows purged meanwhile; longest row lock wait ${purge.longestLockWaitMs} ms)`)
 
 const viaClient = await withQueue((queue) => clientBench({ producerEnv: producerEnv(queue), port: 18_090, seconds }))
-record({ run: '/batch driven directly, 100-event bodies, 16 connections', perSecond: viaClient.direct, unit: 'events' })
-record({
-  run: 'activity-client track() into /batch, its defaults',
-  perSecond: viaClient.client,
-  unit: 'events',
-  failures: viaClient.failed,
-})
+for (const [run, perSecond] of [
+  ['/batch driven directly, 100-event bodies, 16 connections', viaClient.direct],
+  ['activity-client track() into /batch, gzip off', viaClient.client],
+  ['/batch driven directly, the same bodies gzip-compressed', viaClient.directGzip],
+  ['activity-client track() into /batch, its defaults (gzip)', viaClient.clientGzip],
+] as const) {
+  record({ run, perSecond, unit: 'events', failures: run.startsWith('activity') ? viaClient.failed : undefined })
+}
 
 console.log(`\nBenchmark (${seconds} s loads, ${drainEvents} events drained; ${root})\n`)
 console.log('| run | per second | p99 ms | failures | peak RSS MB |')
@@ -458,9 +459,14 @@ target(
 )
 target('no row lock wait over 1 s while purging (ms)', purge.longestLockWaitMs, purge.longestLockWaitMs < 1000, 0)
 target(
-  'activity-client >= 0.8 x /batch driven directly (events/s)',
+  'activity-client >= 0.8 x /batch driven directly, uncompressed (events/s)',
   viaClient.client / viaClient.direct,
   viaClient.client >= 0.8 * viaClient.direct && viaClient.failed === 0,
+)
+target(
+  'activity-client >= 0.8 x /batch driven directly, gzip (events/s)',
+  viaClient.clientGzip / viaClient.directGzip,
+  viaClient.clientGzip >= 0.8 * viaClient.directGzip && viaClient.failed === 0,
 )
 for (const row of [producer, batch, drainSingle, drainBatch, drainLarge]) {
   target(`${row.run}: RSS < 200 MB`, row.rssMb ?? 0, (row.rssMb ?? 0) < 200, 0)

@@ -49,6 +49,7 @@ export interface TrackInput {
 export interface Pending {
   event: ActivityEvent
   json: string
+  /** Its size as JSON: exact near the event limit, else its length (batches a 413 splits may come of it). */
   bytes: number
   /** The flush() generation it was tracked in. */
   epoch: number
@@ -108,12 +109,14 @@ export class ActivityClient {
 
   /** Queues an event and returns its event_id at once; an event it cannot send goes to onError. */
   track(input: TrackInput): string {
+    const now = Date.now()
+    const given = input.timestamp
+    const made = given === undefined || given instanceof Date ? isoOf(given ?? now) : undefined
     const event: ActivityEvent = {
-      event_id: input.event_id ?? uuidv7(),
+      event_id: input.event_id ?? uuidv7(now),
       user_id: input.user_id,
       event_type: input.event_type,
-      timestamp:
-        input.timestamp instanceof Date ? input.timestamp.toISOString() : (input.timestamp ?? new Date().toISOString()),
+      timestamp: made ?? (given as string),
     }
     if (input.metadata !== undefined) event.metadata = input.metadata
     if (this.#unsettled.has(event.event_id)) return event.event_id
@@ -122,9 +125,19 @@ export class ActivityClient {
       this.#report(code, `not sent: the client is ${this.#state}`, [event])
       return event.event_id
     }
-    const detail = checkEvent(event as unknown as Record<string, unknown>)
+    const detail = checkEvent(event as unknown as Record<string, unknown>, {
+      madeTimestamp: made !== '' && made !== undefined,
+      madeId: input.event_id === undefined,
+    })
+    if (made === '')
+      detail.push({
+        loc: ['body', 'timestamp'],
+        msg: 'an invalid Date, or one outside years 1000 to 9999',
+        type: 'datetime_parsing',
+      })
     const json = detail.length === 0 ? toJson(event, detail) : ''
-    const bytes = encoder.encode(json).length
+    // Bytes as JSON: its length where that cannot pass the limit (a character is 3 bytes at most).
+    const bytes = json.length * 3 <= MAX_EVENT_BYTES ? json.length : encoder.encode(json).length
     if (bytes > MAX_EVENT_BYTES) {
       detail.push({
         loc: ['body'],
@@ -388,6 +401,20 @@ export class ActivityClient {
     }
     this.#pump()
   }
+}
+
+let lastMs = NaN
+let lastIso = ''
+
+/** A time as the contract's ISO form ('' for an invalid Date or one outside years 1000-9999), made once a millisecond. */
+function isoOf(time: Date | number): string {
+  const ms = typeof time === 'number' ? time : time.getTime()
+  if (ms === lastMs) return lastIso
+  const year = new Date(ms).getUTCFullYear()
+  if (Number.isNaN(ms) || year < 1000 || year > 9999) return ''
+  lastMs = ms
+  lastIso = new Date(ms).toISOString()
+  return lastIso
 }
 
 /** The event as JSON; a problem added to `detail` when it has none (a BigInt, a cycle in metadata). */

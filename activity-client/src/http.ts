@@ -26,9 +26,21 @@ export interface PostResult {
   error?: string
 }
 
-const canGzip = () => typeof CompressionStream === 'function'
+/** Node's zlib where the platform offers it (Node 20.16+): off the event loop, and 4 times as fast as a web stream. */
+type Gzip = (text: string, options: { level: number }, done: (err: Error | null, out: Uint8Array) => void) => void
+const zlib = (
+  globalThis as { process?: { getBuiltinModule?: (name: string) => { gzip: Gzip } | undefined } }
+).process?.getBuiltinModule?.('node:zlib')
 
-async function gzipped(text: string): Promise<ArrayBuffer> {
+const canGzip = () => zlib !== undefined || typeof CompressionStream === 'function'
+
+async function gzipped(text: string): Promise<ArrayBuffer | Uint8Array> {
+  if (zlib) {
+    // Level 1: most of the saving for a fifth of the default's time.
+    return new Promise((resolve, reject) =>
+      zlib.gzip(text, { level: 1 }, (err, out) => (err ? reject(err) : resolve(out))),
+    )
+  }
   const stream = new Blob([text]).stream().pipeThrough(new CompressionStream('gzip'))
   return new Response(stream).arrayBuffer()
 }
@@ -37,7 +49,7 @@ async function gzipped(text: string): Promise<ArrayBuffer> {
 export async function postBatch(body: string, options: PostOptions): Promise<PostResult> {
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (options.writeKey) headers.authorization = `Bearer ${options.writeKey}`
-  let payload: string | ArrayBuffer = body
+  let payload: string | ArrayBuffer | Uint8Array = body
   try {
     // Not on a page being hidden: the request must be made before the page goes, synchronously.
     if (options.gzip && !options.keepalive && body.length >= GZIP_FROM_BYTES && canGzip()) {
@@ -47,7 +59,7 @@ export async function postBatch(body: string, options: PostOptions): Promise<Pos
     const response = await fetch(options.url, {
       method: 'POST',
       headers,
-      body: payload,
+      body: payload as NonNullable<Parameters<typeof fetch>[1]>['body'],
       keepalive: options.keepalive === true,
       signal: options.signal
         ? AbortSignal.any([options.signal, AbortSignal.timeout(options.timeoutMs)])

@@ -66,9 +66,12 @@ function metadataProblem(value: unknown, depth: number): 'depth' | 'unicode' | u
 
 /**
  * The problems the server would find in an event (fields as sent: `timestamp` a string), in its
- * words; empty when it would accept it.
+ * words; empty when it would accept it. `madeTimestamp`, `madeId`: the caller made them, valid.
  */
-export function checkEvent(event: Record<string, unknown>): ValidationDetail[] {
+export function checkEvent(
+  event: Record<string, unknown>,
+  options: { madeTimestamp?: boolean; madeId?: boolean } = {},
+): ValidationDetail[] {
   const errors: ValidationDetail[] = []
   const { user_id: userId, event_type: eventType, timestamp, metadata, event_id: eventId } = event
   if (userId === undefined) errors.push(problem('user_id', 'Field required', 'missing'))
@@ -79,14 +82,19 @@ export function checkEvent(event: Record<string, unknown>): ValidationDetail[] {
   if (eventType === undefined) errors.push(problem('event_type', 'Field required', 'missing'))
   else if (typeof eventType !== 'string')
     errors.push(problem('event_type', 'Input should be a valid string', 'string_type'))
-  else if (eventType.length === 0 || [...eventType].length > MAX_EVENT_TYPE_LENGTH)
+  else if (
+    eventType.length === 0 ||
+    (eventType.length > MAX_EVENT_TYPE_LENGTH && [...eventType].length > MAX_EVENT_TYPE_LENGTH)
+  )
     errors.push(problem('event_type', `String should have 1 to ${MAX_EVENT_TYPE_LENGTH} characters`, 'string_length'))
   else if (CONTROL.test(eventType))
     errors.push(problem('event_type', 'String should not contain control characters', 'string_pattern_mismatch'))
   else if (!eventType.isWellFormed())
     errors.push(problem('event_type', 'Input should be a valid unicode string', 'string_unicode'))
   if (timestamp === undefined) errors.push(problem('timestamp', 'Field required', 'missing'))
-  else if (typeof timestamp !== 'string' || parseTimestamp(timestamp) === undefined)
+  else if (options.madeTimestamp) {
+    // Written by the client itself from a Date it checked.
+  } else if (typeof timestamp !== 'string' || parseTimestamp(timestamp) === undefined)
     errors.push(problem('timestamp', 'Input should be a valid datetime, years 1000 to 9999', 'datetime_parsing'))
   if (metadata !== undefined && metadata !== null) {
     if (typeof metadata !== 'object' || Array.isArray(metadata))
@@ -98,7 +106,7 @@ export function checkEvent(event: Record<string, unknown>): ValidationDetail[] {
     else if (metadataProblem(metadata, 1) === 'unicode')
       errors.push(problem('metadata', 'Input should be a valid unicode string', 'string_unicode'))
   }
-  if (eventId !== undefined) {
+  if (eventId !== undefined && !options.madeId) {
     if (typeof eventId !== 'string' || !UUID.test(eventId))
       errors.push(problem('event_id', 'Input should be a valid UUID', 'uuid_parsing'))
     else if (SHARED_UUIDS.has(eventId.toLowerCase()))

@@ -180,6 +180,19 @@ describe('what the server refuses', () => {
     ])
   })
 
+  it('a Date timestamp is sent in the contract’s form; an invalid Date or year 10000 is reported', async () => {
+    const { server, client, errors } = await setUp()
+    client.track({ user_id: 1, event_type: 'login', timestamp: new Date(Date.UTC(2026, 1, 20, 10, 0, 0, 5)) })
+    client.track({ user_id: 1, event_type: 'login', timestamp: new Date('not a date') })
+    client.track({ user_id: 1, event_type: 'login', timestamp: new Date(Date.UTC(10000, 0, 1)) })
+    await client.flush()
+    expect(server.requests[0]?.events.map((e) => e.timestamp)).toEqual(['2026-02-20T10:00:00.005Z'])
+    expect(errors.map((e) => [e.code, e.detail?.[0]?.loc])).toEqual([
+      ['invalid', ['body', 'timestamp']],
+      ['invalid', ['body', 'timestamp']],
+    ])
+  })
+
   it('metadata that is not JSON (a BigInt, a cycle) is reported, and track() does not throw', async () => {
     const { server, client, errors } = await setUp()
     const cycle: Record<string, unknown> = {}

@@ -1,0 +1,126 @@
+// `npm run bench:compare -- <checkout A> <checkout B>`: the producer (/track, /batch) and the
+// consumer (draining single-event messages) of two built checkouts, alternated round by round on
+// the same broker and database, each round's B/A ratio kept: on a machine whose speed drifts by
+// tens of percent from minute to minute, paired rounds say what one run each cannot.
+import amqp from 'amqplib'
+import mysql from 'mysql2/promise'
+import { resolve } from 'node:path'
+import { assertTopology, deleteTopology, topologyFor } from 'event-contract'
+import { batchBody, postLoad, seedBody, startService, waitForHttp } from './lib.js'
+
+const [a = '', b = ''] = process.argv.slice(2)
+if (!a || !b) {
+  console.error('usage: npm run bench:compare -- <checkout A> <checkout B> (both built)')
+  process.exit(2)
+}
+const rounds = Number(process.env.BENCH_ROUNDS || 4)
+const seconds = Number(process.env.BENCH_SECONDS || 8)
+const drainMessages = Number(process.env.BENCH_DRAIN_EVENTS || 50_000)
+const broker = { RABBITMQ_HOST: '127.0.0.1', RABBITMQ_PORT: '5672', RABBITMQ_USER: 'guest', RABBITMQ_PASS: 'guest' }
+const db = { host: '127.0.0.1', port: 3306, user: 'root', password: '' }
+
+async function withQueue<T>(run: (queue: string) => Promise<T>): Promise<T> {
+  const queue = `compare_${Date.now().toString(36)}`
+  const connection = await amqp.connect('amqp://guest:guest@127.0.0.1:5672')
+  const channel = await connection.createChannel()
+  await assertTopology(channel, topologyFor(queue, 'quorum'))
+  try {
+    return await run(queue)
+  } finally {
+    await deleteTopology(channel, topologyFor(queue, 'quorum'))
+    await connection.close()
+  }
+}
+
+/** Events a second one checkout's producer accepts on `path`. */
+async function producer(checkout: string, path: string, body: string, perRequest: number, connections: number) {
+  return withQueue(async (queue) => {
+    const service = startService([resolve(checkout, 'producer-service/dist/main.js')], {
+      ...broker,
+      RABBITMQ_QUEUE: queue,
+      PORT: '18300',
+      HOST: '127.0.0.1',
+      PUBLISH_MAX_IN_FLIGHT: '2000',
+    })
+    try {
+      await waitForHttp('http://127.0.0.1:18300/health')
+      await postLoad('http://127.0.0.1:18300', { connections, path, body, seconds: 2 })
+      const result = await postLoad('http://127.0.0.1:18300', { connections, path, body, seconds })
+      return result.requestsPerSecond * perRequest
+    } finally {
+      await service.stop()
+    }
+  })
+}
+
+/** Rows a second one checkout's consumer stores, draining `drainMessages` single-event messages. */
+async function consumer(checkout: string) {
+  return withQueue(async (queue) => {
+    const connection = await amqp.connect('amqp://guest:guest@127.0.0.1:5672')
+    const channel = await connection.createConfirmChannel()
+    const seed = JSON.parse(seedBody) as Record<string, unknown>
+    for (let i = 0; i < drainMessages; i++) {
+      const event = { ...seed, event_id: crypto.randomUUID(), metadata: {}, received_at: new Date().toISOString() }
+      channel.sendToQueue(queue, Buffer.from(JSON.stringify(event)), { persistent: true, type: 'user_activity.v1' })
+      if (i % 1000 === 999) await channel.waitForConfirms()
+    }
+    await channel.waitForConfirms()
+    await connection.close()
+    const database = `compare_${Date.now().toString(36)}`
+    const admin = await mysql.createConnection(db)
+    await admin.query(`CREATE DATABASE \`${database}\``)
+    const service = startService(['--max-old-space-size=128', resolve(checkout, 'consumer-service/dist/main.js')], {
+      ...broker,
+      RABBITMQ_QUEUE: queue,
+      MYSQL_HOST: db.host,
+      MYSQL_PORT: String(db.port),
+      MYSQL_USER: db.user,
+      MYSQL_PASSWORD: db.password,
+      MYSQL_DATABASE: database,
+      HEALTH_HOST: '127.0.0.1',
+      HEALTH_PORT: '18301',
+      CONSUMER_KEEP_COUNTS: 'false',
+    })
+    try {
+      let firstAt = 0
+      for (const deadline = Date.now() + 300_000; Date.now() < deadline;) {
+        await new Promise((r) => setTimeout(r, 20))
+        const [[row]] = await admin
+          .query<mysql.RowDataPacket[]>(`SELECT COALESCE(MAX(id), 0) AS n FROM \`${database}\`.user_activities`)
+          .catch(() => [[{ n: 0 }]] as unknown as [mysql.RowDataPacket[]])
+        const last = Number(row?.n)
+        if (last > 0 && firstAt === 0) firstAt = Date.now()
+        if (last >= drainMessages) return Math.round(drainMessages / ((Date.now() - firstAt) / 1000))
+      }
+      throw new Error('the drain did not end within 300 s')
+    } finally {
+      await service.stop()
+      await admin.query(`DROP DATABASE \`${database}\``)
+      await admin.end()
+    }
+  })
+}
+
+const runs: [string, (checkout: string) => Promise<number>][] = [
+  ['producer /track events/s', (c) => producer(c, '/api/v1/events/track', seedBody, 1, 64)],
+  ['producer /batch events/s', (c) => producer(c, '/api/v1/events/batch', batchBody(100), 100, 16)],
+  ['consumer drain rows/s', consumer],
+]
+const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)] ?? NaN
+console.log(`\n| run | A (${a}) | B (${b}) | B/A by round | median B/A |\n|---|---|---|---|---|`)
+for (const [name, measure] of runs) {
+  const ratios: number[] = []
+  const figures: [number[], number[]] = [[], []]
+  for (let round = 0; round < rounds; round++) {
+    // A then B in even rounds, B then A in odd ones: a drift during a round weighs on both alike.
+    const order = round % 2 === 0 ? [0, 1] : [1, 0]
+    const measured: number[] = []
+    for (const side of order) measured[side] = await measure(side === 0 ? a : b)
+    figures[0].push(measured[0] ?? NaN)
+    figures[1].push(measured[1] ?? NaN)
+    ratios.push((measured[1] ?? NaN) / (measured[0] ?? NaN))
+  }
+  console.log(
+    `| ${name} | ${figures[0].join(', ')} | ${figures[1].join(', ')} | ${ratios.map((r) => r.toFixed(2)).join(', ')} | ${median(ratios).toFixed(2)} |`,
+  )
+}
