@@ -122,25 +122,3 @@ export function statsQuery(interval: Interval, from: string, last: string, event
         `FROM user_activity_counts WHERE ${where.join(' AND ')} GROUP BY start, event_type ORDER BY start, event_type`
   return { sql, values }
 }
-
-/** The session's GROUP_CONCAT bound (reader.ts sets it): under MariaDB's default max_allowed_packet of 16 MiB. */
-export const STATS_JSON_MAX_BYTES = 8 * 1024 * 1024
-
-/** An event type as a JSON string's inside: event types hold no control characters, so `\\` and `"` are all to escape. */
-const JSON_TYPE = `REPLACE(REPLACE(b.event_type, CHAR(92 USING utf8mb4), CONCAT(CHAR(92 USING utf8mb4), CHAR(92 USING utf8mb4))), '"', CONCAT(CHAR(92 USING utf8mb4), '"'))`
-
-/**
- * statsQuery's buckets as the response's JSON array items, written by the server in one string
- * (`items`, NULL for none): for 7,200 buckets, parsing rows and serializing objects in Node cost
- * more than the query. `items` as long as the session's group_concat_max_len was cut short: read the
- * rows then.
- */
-export function statsJsonQuery(interval: Interval, from: string, last: string, eventType: string | undefined) {
-  const { sql, values } = statsQuery(interval, from, last, eventType)
-  return {
-    sql:
-      `SELECT GROUP_CONCAT(CONCAT('{"start":"', b.start, '","event_type":"', ${JSON_TYPE}, '","count":', b.count, '}') ` +
-      `ORDER BY b.start, b.event_type SEPARATOR ',') AS items FROM (${sql}) b`,
-    values,
-  }
-}

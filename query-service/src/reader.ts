@@ -3,7 +3,6 @@
 import mysql, { type Pool, type PoolConnection, type RowDataPacket } from 'mysql2/promise'
 import type { Logger } from 'pino'
 import { orAfter } from 'event-contract'
-import { STATS_JSON_MAX_BYTES } from './queries.js'
 
 export interface ReaderOptions {
   host: string
@@ -13,8 +12,6 @@ export interface ReaderOptions {
   database: string
   /** Longest a query, or the wait for a connection, may take (QUERY_TIMEOUT_MS). */
   timeoutMs: number
-  /** The longest text the server writes for one stats answer (GROUP_CONCAT's bound); larger ones are read as rows. */
-  jsonMaxBytes?: number
   logger: Logger
 }
 
@@ -40,13 +37,11 @@ export class Reader {
   readonly #pool: Pool
   readonly #log: Logger
   readonly #timeoutMs: number
-  readonly jsonMaxBytes: number
   readonly #ready = new WeakSet<object>()
   /** Where it reads, for the logs: never the password. */
   readonly location: { host: string; port: number; database: string; user: string }
 
-  constructor({ logger, timeoutMs, jsonMaxBytes = STATS_JSON_MAX_BYTES, ...connection }: ReaderOptions) {
-    this.jsonMaxBytes = jsonMaxBytes
+  constructor({ logger, timeoutMs, ...connection }: ReaderOptions) {
     const { host, port, database, user } = connection
     this.location = { host, port, database, user }
     this.#log = logger.child({ component: 'reader' })
@@ -137,10 +132,7 @@ export class Reader {
     const limit = /mariadb/i.test(String(version?.v))
       ? `max_statement_time = ${this.#timeoutMs / 1000}`
       : `max_execution_time = ${this.#timeoutMs}`
-    await connection.query({
-      sql: `SET time_zone = '+00:00', ${limit}, group_concat_max_len = ${this.jsonMaxBytes}`,
-      timeout,
-    })
+    await connection.query({ sql: `SET time_zone = '+00:00', ${limit}`, timeout })
   }
 
   /** True when the database answers a query within its bound. */
