@@ -106,9 +106,17 @@ const runs: [string, (checkout: string) => Promise<number>][] = [
   ['producer /batch events/s', (c) => producer(c, '/api/v1/events/batch', batchBody(100), 100, 16)],
   ['consumer drain rows/s', consumer],
 ]
-const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)] ?? NaN
+function median(values: number[]): number {
+  const sorted = [...values].sort((x, y) => x - y)
+  const middle = sorted.length / 2
+  return Number.isInteger(middle)
+    ? ((sorted[middle - 1] ?? NaN) + (sorted[middle] ?? NaN)) / 2
+    : (sorted[Math.floor(middle)] ?? NaN)
+}
+/** BENCH_ONLY: the runs whose name contains it (producer, consumer, /batch, ...). */
+const only = process.env.BENCH_ONLY ?? ''
 console.log(`\n| run | A (${a}) | B (${b}) | B/A by round | median B/A |\n|---|---|---|---|---|`)
-for (const [name, measure] of runs) {
+for (const [name, measure] of runs.filter(([name]) => name.includes(only))) {
   const ratios: number[] = []
   const figures: [number[], number[]] = [[], []]
   for (let round = 0; round < rounds; round++) {

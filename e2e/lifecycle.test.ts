@@ -3,11 +3,13 @@
 // database outage, has no row afterwards; other users' events are stored once; expired events go
 // within a minute with two consumers running; the counts equal COUNT(*) throughout.
 import { readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { RowDataPacket } from 'mysql2/promise'
 import { RECORD_ERASURE_SQL } from 'event-contract'
 import { TcpProxy, waitFor } from '../test-support/index.js'
-import { connectDatabase, countsDrift, database } from '../test-support/database.js'
+import { connectDatabase, countsDrift, createTestDatabase, database } from '../test-support/database.js'
+import { freePort, spawnService } from '../test-support/process.js'
 import { acceptedIds, event, System, type PostOutcome } from './harness.js'
 
 const systems: System[] = []
@@ -162,5 +164,44 @@ describe('start-up', () => {
       timeoutMs: 10_000,
     })
     expect(s.consumer?.output()).not.toContain('removing erased or expired events failed')
+  })
+
+  it('with RabbitMQ unreachable: erasures are still done (the lifecycle needs only the database)', async () => {
+    const db = await createTestDatabase()
+    const connection = await connectDatabase(db.name, { multipleStatements: true })
+    const consumer = spawnService(fileURLToPath(new URL('../consumer-service/dist/main.js', import.meta.url)), {
+      RABBITMQ_HOST: '127.0.0.1',
+      RABBITMQ_PORT: String(await freePort()), // nothing listens there
+      MYSQL_HOST: database.host,
+      MYSQL_PORT: String(database.port),
+      MYSQL_USER: database.user,
+      MYSQL_PASSWORD: database.password,
+      MYSQL_DATABASE: db.name,
+      HEALTH_HOST: '127.0.0.1',
+      HEALTH_PORT: String(await freePort()),
+      LIFECYCLE_INTERVAL_MS: '200',
+    })
+    try {
+      // The schema as the compose MySQL applies it: the consumer, without a broker, never gets to.
+      await connection.query(await readFile(new URL('../db/init.sql', import.meta.url), 'utf8'))
+      await connection.query(
+        'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, received_at) ' +
+          "VALUES (UUID(), 77, 'login', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) - INTERVAL 1 MINUTE)",
+      )
+      await connection.query(RECORD_ERASURE_SQL[0], [77])
+      await waitFor(
+        async () => {
+          const [rows] = await connection.query<RowDataPacket[]>('SELECT completed_at FROM user_erasures')
+          return rows[0]?.completed_at !== null
+        },
+        { what: 'the erasure done without a broker', timeoutMs: 15_000 },
+      )
+      const [[left]] = await connection.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM user_activities')
+      expect(Number(left?.n)).toBe(0)
+    } finally {
+      await consumer.stop()
+      await connection.end()
+      await db.drop()
+    }
   })
 })

@@ -1,5 +1,7 @@
 // A browser page going away or hidden (pagehide, visibilitychange to hidden): the moment to send
-// what waits, in requests that outlive the page. Nothing outside a browser.
+// what waits, in requests that outlive the page, within what a browser allows them. Nothing
+// outside a browser.
+import type { Pending } from './event.js'
 
 /** What is used here of a browser's window and document (typed here: Node has neither). */
 interface Target {
@@ -24,4 +26,24 @@ export function watchPageHide(onHide: () => void): () => void {
     page.removeEventListener?.('pagehide', onHide)
     doc.removeEventListener('visibilitychange', onVisibility)
   }
+}
+
+/** A browser keeps at most 64 KiB of keepalive bodies in flight, all requests together; a margin for the wrappers. */
+export const KEEPALIVE_BYTES = 60 * 1024
+
+/**
+ * The oldest events whose bodies fit the keepalive limit, in requests of `perRequest` events at
+ * most; those past the limit stay with their own requests (or the queue) while the page lives.
+ */
+export function keepaliveChunks(events: Pending[], perRequest: number, budget = KEEPALIVE_BYTES): Pending[][] {
+  const chunks: Pending[][] = []
+  for (const p of events) {
+    const last = chunks.at(-1)
+    const fresh = last === undefined || last.length >= perRequest
+    budget -= p.bytes + 1 + (fresh ? 12 : 0)
+    if (budget < 0) break
+    if (fresh) chunks.push([p])
+    else last.push(p)
+  }
+  return chunks
 }

@@ -7,10 +7,13 @@ export const BASE_BACKOFF_MS = 250
 export function retryAfterMs(header: string | null, now: number = Date.now()): number | undefined {
   if (header === null || header.trim() === '') return undefined
   const text = header.trim()
-  if (/^\d+$/.test(text)) return Number(text) * 1000
-  const at = Date.parse(text)
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
+  const ms = /^\d+$/.test(text) ? Number(text) * 1000 : Date.parse(text) - now
+  // An hour at most: past 2^31 ms a timer fires at once, and a server asking for days is wrong.
+  return Number.isNaN(ms) ? undefined : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms))
 }
+
+/** The longest Retry-After honoured. */
+export const MAX_RETRY_AFTER_MS = 3_600_000
 
 /**
  * The wait before attempt `attempt` + 1 (attempt 0 failed first): a random point in the upper half

@@ -118,6 +118,7 @@ describe('retries', () => {
     expect(retryAfterMs('2')).toBe(2000)
     expect(retryAfterMs(new Date(Date.now() + 5000).toUTCString())).toBeGreaterThan(3000)
     expect(retryAfterMs('soon')).toBeUndefined()
+    expect(retryAfterMs('3000000')).toBe(3_600_000) // an hour at most: past 2^31 ms a timer fires at once
     expect(retryAfterMs(null)).toBeUndefined()
   })
 })
@@ -152,6 +153,36 @@ describe('what the server refuses', () => {
     await client.flush()
     expect([...server.accepted.keys()].sort()).toEqual([...ids].sort())
     expect(errors.map((e) => [e.code, e.events.map((x) => x.event_id), e.status])).toEqual([['too_large', [big], 413]])
+  })
+
+  it('a 400 whose detail is not the contract’s (a proxy’s): split, delivered, nothing thrown', async () => {
+    const { server, client, errors } = await setUp((request) =>
+      request.events.length > 1
+        ? { status: 400, body: { detail: ['Bad Request', null, { msg: 'no loc' }] } }
+        : { status: 202 },
+    )
+    const ids = track(client, 4)
+    await client.flush()
+    expect([...server.accepted.keys()].sort()).toEqual([...ids].sort())
+    expect(errors).toEqual([])
+  })
+
+  it('a batch waiting to retry is reported at once when another gets a 401', async () => {
+    const { client, errors } = await setUp(
+      (request) =>
+        request.events[0]?.event_type === 'first' ? { status: 503, headers: { 'retry-after': '30' } } : { status: 401 },
+      { flushAt: 1 },
+    )
+    client.track({ user_id: 1, event_type: 'first' })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const started = Date.now()
+    client.track({ user_id: 1, event_type: 'second' })
+    await client.flush()
+    expect(Date.now() - started).toBeLessThan(5000) // not the 30 s the first was told to wait
+    expect(errors.map((e) => [e.code, e.events[0]?.event_type]).sort()).toEqual([
+      ['unauthorized', 'first'],
+      ['unauthorized', 'second'],
+    ])
   })
 
   it('401: stops sending, reports what waits and what comes after', async () => {
@@ -191,6 +222,48 @@ describe('what the server refuses', () => {
       ['invalid', ['body', 'timestamp']],
       ['invalid', ['body', 'timestamp']],
     ])
+  })
+
+  it('input that throws when read (a Proxy, a getter) is reported; track() returns an id and never throws', async () => {
+    const { server, client, errors } = await setUp()
+    const hostile = new Proxy(
+      {},
+      {
+        ownKeys: () => {
+          throw new Error('no keys for you')
+        },
+      },
+    )
+    const getter = Object.defineProperty({}, 'user_id', {
+      get: () => {
+        throw new Error('no user')
+      },
+    })
+    const ids = [
+      client.track({ user_id: 1, event_type: 'login', metadata: hostile }),
+      client.track(getter as never),
+      client.track(null as never),
+    ]
+    await client.flush()
+    expect(ids.every((id) => typeof id === 'string' && id.length === 36)).toBe(true)
+    expect(errors.map((e) => e.code)).toEqual(['invalid', 'invalid', 'invalid'])
+    expect(server.requests).toHaveLength(0)
+  })
+
+  it('one event_id in two spellings is one event, sent lower-case as the server stores it', async () => {
+    const { server, client } = await setUp()
+    const id = '0195d3a0-1b2c-7d3e-8f40-123456789ABC'
+    expect(client.track({ user_id: 1, event_type: 'login', event_id: id })).toBe(id.toLowerCase())
+    client.track({ user_id: 1, event_type: 'login', event_id: id.toLowerCase() })
+    await client.flush()
+    expect(sentIds(server)).toEqual([id.toLowerCase()])
+  })
+
+  it('a key or endpoint that no request could carry is refused at construction', () => {
+    expect(() => new ActivityClient({ endpoint: 'http://user:pw@127.0.0.1:1' })).toThrow(TypeError)
+    expect(() => new ActivityClient({ endpoint: 'ftp://127.0.0.1:1' })).toThrow(TypeError)
+    expect(() => new ActivityClient({ endpoint: 'http://127.0.0.1:1', writeKey: 'clé' })).toThrow(TypeError)
+    expect(() => new ActivityClient({ endpoint: 'http://127.0.0.1:1', writeKey: 'a b' })).toThrow(TypeError)
   })
 
   it('metadata that is not JSON (a BigInt, a cycle) is reported, and track() does not throw', async () => {
@@ -285,6 +358,27 @@ describe('bounds, flush and close', () => {
     expect(output.trim()).toBe('closed')
     expect(Date.now() - started).toBeLessThan(5000)
     expect(server.accepted.size).toBe(150)
+  })
+
+  it('a Node process exits at once when close() gives up on a batch waiting to retry', async () => {
+    const { server } = await setUp((_, i) => (i < 3 ? { status: 503 } : 'hang'))
+    const entry = fileURLToPath(new URL('../dist/index.js', import.meta.url))
+    const script = `
+      const { ActivityClient } = await import(${JSON.stringify(entry)})
+      const client = new ActivityClient({ endpoint: ${JSON.stringify(server.endpoint)}, maxBackoffMs: 30000, onError: () => {} })
+      client.track({ user_id: 1, event_type: 'login' })
+      void client.flush()
+      await new Promise((r) => setTimeout(r, 2500))
+      await client.close(100)
+      console.log('closed', Date.now())`
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let output = ''
+    child.stdout.on('data', (d) => (output += d))
+    await new Promise((resolve) => child.on('exit', resolve))
+    const closedAt = Number(output.trim().split(' ')[1])
+    expect(Date.now() - closedAt).toBeLessThan(2000)
   })
 
   it('a page hidden, then left: what waits is sent once, within the keepalive budget; the rest when due', async () => {

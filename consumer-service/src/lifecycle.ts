@@ -16,6 +16,8 @@ import { endBounded } from './store-sessions.js'
 
 /** How often a consumer looks for work (erasures and the retention's pass). */
 const INTERVAL_MS = 10_000
+/** MySQL's error for a table that does not exist. */
+const ER_NO_SUCH_TABLE = 1146
 /**
  * After a chunk of the retention that removed rows, a pause as long as the chunk took (5 ms at
  * least): the purge takes half of what the database gives it at most, the inserts the rest.
@@ -34,8 +36,6 @@ export interface LifecycleOptions {
   /** RETENTION_DAYS: events older are removed; undefined keeps them forever. */
   retentionDays?: number
   intervalMs?: number
-  /** False while the schema is not in place yet (the consumer applies it at start): runs wait. */
-  ready?: () => boolean
   /** Told of each run that removed rows (metrics). */
   onRemoved?: (outcome: RunOutcome) => void
 }
@@ -77,22 +77,28 @@ export class Lifecycle {
     const stop = new AbortController()
     this.#stop = stop
     this.#running = (async () => {
+      // Until a run finds the tables: the consumer creates them (db/init.sql) once it reaches the
+      // database and the broker; meanwhile a missing table is no failure, and the next look is soon.
+      let tablesSeen = false
       while (!stop.signal.aborted) {
-        if (this.#options.ready?.() === false) {
-          await sleep(Math.min(this.#intervalMs, 500), stop.signal)
-          continue
-        }
+        let wait = this.#intervalMs
         try {
           const outcome = await this.runOnce(() => stop.signal.aborted)
+          tablesSeen = true
           if (outcome.erased > 0 || outcome.expired > 0) {
             this.#log.info(outcome, 'events removed')
             this.#options.onRemoved?.(outcome)
           }
         } catch (err) {
-          // The next interval tries again: what was removed is committed, the rest waits.
-          this.#log.warn({ err }, 'removing erased or expired events failed; trying again later')
+          if (!tablesSeen && (err as { errno?: unknown }).errno === ER_NO_SUCH_TABLE) {
+            this.#log.debug({ err }, 'no tables yet: the consumer creates them as it starts')
+            wait = Math.min(this.#intervalMs, 1000)
+          } else {
+            // The next interval tries again: what was removed is committed, the rest waits.
+            this.#log.warn({ err }, 'removing erased or expired events failed; trying again later')
+          }
         }
-        await sleep(this.#intervalMs, stop.signal)
+        await sleep(wait, stop.signal)
       }
     })()
   }
@@ -120,16 +126,45 @@ export class Lifecycle {
     return Date.now() + Math.max(this.#intervalMs, PASS_SPACING * (Date.now() - started)) - this.#intervalMs
   }
 
-  /** The completed erasures whose rows came back (a restore), when it is time to look again. */
-  async #reopened(session: Connection): Promise<ErasureRecord[]> {
-    if (Date.now() < this.#nextLookAt) return []
-    const started = Date.now()
-    const reopened = await reopenedErasures(session)
-    this.#nextLookAt = this.#spaced(started)
-    for (const { userId } of reopened) {
-      this.#log.warn({ userId }, 'rows of an erased user are back (a restored table?); removing them again')
+  /** Removes the rows of each erasure in turn; returns how many. */
+  async #erase(session: Connection, erasures: ErasureRecord[], stopped: () => boolean): Promise<number> {
+    let erased = 0
+    for (const erasure of erasures) {
+      if (stopped()) break
+      try {
+        erased += await eraseRows(session, erasure, stopped)
+      } catch (err) {
+        // One erasure refused (a lock held long, say) must not hold up the others, nor the
+        // retention: the server answered, so its chunk is rolled back here and the next goes on.
+        if ((err as { errno?: unknown }).errno === undefined) throw err
+        this.#log.warn({ err, userId: erasure.userId }, 'removing an erased user’s rows failed; trying again later')
+        await session.query({ sql: 'ROLLBACK', timeout: 5000 })
+      }
     }
-    return reopened
+    return erased
+  }
+
+  /**
+   * The completed erasures whose rows came back (a restore), when it is time to look again. A look
+   * that fails (too slow on a large table, say) is logged and spaced like one that succeeded: it
+   * holds up neither the pending erasures nor the retention.
+   */
+  async #reopened(session: Connection, stopped: () => boolean): Promise<ErasureRecord[]> {
+    if (Date.now() < this.#nextLookAt || stopped()) return []
+    const started = Date.now()
+    try {
+      const reopened = await reopenedErasures(session)
+      for (const { userId } of reopened) {
+        this.#log.warn({ userId }, 'rows of an erased user are back (a restored table?); removing them again')
+      }
+      return reopened
+    } catch (err) {
+      if ((err as { errno?: unknown }).errno === undefined) throw err // the session is gone: the run fails
+      this.#log.warn({ err }, 'looking for erased users’ rows that came back failed; trying again later')
+      return []
+    } finally {
+      this.#nextLookAt = this.#spaced(started)
+    }
   }
 
   /**
@@ -151,19 +186,9 @@ export class Lifecycle {
         await endBounded(session, this.#log)
         return { ran: false, erased: 0, expired: 0 }
       }
-      let erased = 0
-      for (const erasure of [...(await pendingErasures(session)), ...(await this.#reopened(session))]) {
-        if (stopped()) break
-        try {
-          erased += await eraseRows(session, erasure, stopped)
-        } catch (err) {
-          // One erasure refused (a lock held long, say) must not hold up the others, nor the
-          // retention: the server answered, so its chunk is rolled back here and the next goes on.
-          if ((err as { errno?: unknown }).errno === undefined) throw err
-          this.#log.warn({ err, userId: erasure.userId }, 'removing an erased user’s rows failed; trying again later')
-          await session.query({ sql: 'ROLLBACK', timeout: 5000 })
-        }
-      }
+      // The pending erasures first; then, spaced, those whose rows came back.
+      let erased = await this.#erase(session, await pendingErasures(session), stopped)
+      erased += await this.#erase(session, await this.#reopened(session, stopped), stopped)
       let expired = 0
       if (retentionDays !== undefined && !stopped() && Date.now() >= this.#nextPassAt) {
         const started = Date.now()

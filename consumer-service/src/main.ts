@@ -26,7 +26,6 @@ const lifecycle = new Lifecycle({
     database: config.MYSQL_DATABASE,
   },
   logger,
-  ready: () => store.schemaApplied,
   retentionDays: config.RETENTION_DAYS,
   intervalMs: config.LIFECYCLE_INTERVAL_MS,
   onRemoved: ({ erased, expired }) => {

@@ -130,11 +130,6 @@ export class Store {
     return { host, port, database, user }
   }
 
-  /** True once db/init.sql was applied by this process (the tables are there). */
-  get schemaApplied(): boolean {
-    return this.#schemaApplied
-  }
-
   /**
    * Resolves once a write would succeed: the first time, by applying the schema; after that,
    * by the write probe. Throws why not (down, no such database, INSERT denied, read-only, ...).
