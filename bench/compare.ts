@@ -60,7 +60,14 @@ async function consumer(checkout: string) {
     const channel = await connection.createConfirmChannel()
     const seed = JSON.parse(seedBody) as Record<string, unknown>
     for (let i = 0; i < drainMessages; i++) {
-      const event = { ...seed, event_id: crypto.randomUUID(), metadata: {}, received_at: new Date().toISOString() }
+      // As the producer publishes it: every time in the canonical form.
+      const event = {
+        ...seed,
+        event_id: crypto.randomUUID(),
+        timestamp: new Date(String(seed.timestamp)).toISOString(),
+        metadata: {},
+        received_at: new Date().toISOString(),
+      }
       channel.sendToQueue(queue, Buffer.from(JSON.stringify(event)), { persistent: true, type: 'user_activity.v1' })
       if (i % 1000 === 999) await channel.waitForConfirms()
     }
