@@ -77,6 +77,9 @@ export class ActivityClient {
     } else if (this.#held.size >= this.#o.maxQueuedEvents) {
       const message = `not queued: ${this.#o.maxQueuedEvents} events wait already (maxQueuedEvents)`
       this.#report('queue_full', message, [event])
+    } else if (this.#held.bytes + bytes > this.#o.maxQueuedBytes) {
+      const message = `not queued: ${this.#held.bytes} bytes of events wait already (maxQueuedBytes)`
+      this.#report('queue_full', message, [event])
     } else {
       this.#queue.push(this.#held.add(event, json, bytes))
       this.#pump()

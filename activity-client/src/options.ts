@@ -13,6 +13,8 @@ export interface ActivityClientOptions {
   flushIntervalMs?: number
   /** Most events waiting or in flight; past it new events are refused, reported `queue_full` (default 10,000). */
   maxQueuedEvents?: number
+  /** Most bytes of events' JSON waiting or in flight; past it new events are refused, reported `queue_full` (default 16 MiB). */
+  maxQueuedBytes?: number
   /** Gzip bodies of 1 KiB and more, with Node's zlib or the browser's CompressionStream (default true). */
   gzip?: boolean
   /** Told of every event this client will not deliver, and why. */
@@ -36,6 +38,7 @@ export function withDefaults(options: ActivityClientOptions): Settings {
     flushAt: 100,
     flushIntervalMs: 1000,
     maxQueuedEvents: 10_000,
+    maxQueuedBytes: 16 * 1024 * 1024,
     gzip: true,
     maxBatchEvents: 500,
     maxBatchBytes: 512 * 1024,

@@ -8,10 +8,17 @@ export class Settlement {
   /** Events not yet settled, by flush() generation: keys ascending, as generations only grow. */
   readonly #byEpoch = new Map<number, number>()
   #epoch = 0
+  /** JSON bytes of the events not yet settled. */
+  #bytes = 0
   #waiters: { epoch: number; resolve: () => void }[] = []
 
   get size(): number {
     return this.#unsettled.size
+  }
+
+  /** Bytes of JSON held: what a long outage costs in memory. */
+  get bytes(): number {
+    return this.#bytes
   }
 
   has(eventId: string): boolean {
@@ -26,6 +33,7 @@ export class Settlement {
   add(event: Pending['event'], json: string, bytes: number): Pending {
     const pending: Pending = { event, json, bytes, epoch: this.#epoch, done: false }
     this.#unsettled.set(event.event_id, pending)
+    this.#bytes += bytes
     this.#byEpoch.set(this.#epoch, (this.#byEpoch.get(this.#epoch) ?? 0) + 1)
     return pending
   }
@@ -44,6 +52,7 @@ export class Settlement {
     for (const p of settled) {
       p.done = true
       this.#unsettled.delete(p.event.event_id)
+      this.#bytes -= p.bytes
       const left = (this.#byEpoch.get(p.epoch) ?? 1) - 1
       if (left === 0) this.#byEpoch.delete(p.epoch)
       else this.#byEpoch.set(p.epoch, left)

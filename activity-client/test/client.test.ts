@@ -304,6 +304,25 @@ describe('bounds, flush and close', () => {
     expect(errors.map((e) => [e.code, e.events[0]?.event_id])).toEqual(ids.slice(5).map((id) => ['queue_full', id]))
   })
 
+  it('bounds the bytes held by default (16 MiB): 60 KB events past it refused until some are delivered', async () => {
+    let answer: 'hang' | { status: number } = 'hang'
+    const { client, errors } = await setUp(() => answer, { maxBackoffMs: 50, requestTimeoutMs: 300 })
+    const big = (i: number) => ({ user_id: 1 + i, event_type: 'upload', metadata: { blob: 'x'.repeat(60_000) } })
+    const ids = Array.from({ length: 400 }, (_, i) => client.track(big(i)))
+    // 279 of 60,0xx bytes fit in 16 MiB (16,777,216 / 60,040), far fewer than maxQueuedEvents.
+    const held = client.pending
+    expect(held).toBeGreaterThan(270)
+    expect(held).toBeLessThan(280)
+    expect(errors.map((e) => [e.code, e.events[0]?.event_id])).toEqual(ids.slice(held).map((id) => ['queue_full', id]))
+    expect(errors[0]?.message).toMatch(/maxQueuedBytes/)
+    answer = { status: 202 }
+    await client.flush()
+    expect(client.pending).toBe(0)
+    const later = client.track(big(0))
+    await client.flush()
+    expect(errors.some((e) => e.events.some((event) => event.event_id === later))).toBe(false)
+  })
+
   it('flush() waits for the events tracked before it, not for those after', async () => {
     let open = false
     const { client } = await setUp(
