@@ -4,6 +4,7 @@
 // that the shared one is neither flooded nor measured with a 128 MB pool.
 import mysql from 'mysql2/promise'
 import { readFileSync } from 'node:fs'
+import { statsQuery } from '../query-service/src/stats.js'
 import { PrivateMariadb } from '../test-support/private-servers.js'
 import { batchBody, mysqlEnvOf, postLoad, root, startService, waitForHttp } from './lib.js'
 
@@ -13,6 +14,7 @@ export interface QueryFigures {
   timeline: Latency
   stats: Latency
   bareTimeline: Latency
+  bareStats: Latency
   ingestedEventsPerSecond: number
 }
 
@@ -153,7 +155,7 @@ export async function queryBench(
     await timed(() => get(`/api/v1/users/${user()}/events`), Date.now() + 1000)
     const ingestion = postLoad('http://127.0.0.1:18196', {
       connections: 8,
-      seconds: 3 * seconds + 2,
+      seconds: 4 * seconds + 2,
       path: '/api/v1/events/batch',
       body: batchBody(100),
     })
@@ -172,6 +174,16 @@ export async function queryBench(
       Date.now() + seconds * 1000,
       1,
     )
+    const bareStats = await timed(
+      async () => {
+        const to = Date.now()
+        const at = (ms: number) => new Date(ms).toISOString().slice(0, 19).replace('T', ' ')
+        const { sql, values } = statsQuery('hour', at(to - DAYS * 86_400_000), at(to), undefined)
+        await connection.query({ sql, values, rowsAsArray: true })
+      },
+      Date.now() + seconds * 1000,
+      1,
+    )
     const ingested = await ingestion
     return {
       rows,
@@ -179,6 +191,7 @@ export async function queryBench(
       timeline,
       stats,
       bareTimeline,
+      bareStats,
       ingestedEventsPerSecond: ingested.requestsPerSecond * 100,
     }
   } finally {

@@ -366,6 +366,7 @@ for (const [run, figures] of [
   [`query timeline of a random user, ${queries.rows} rows, /batch ingestion running`, queries.timeline],
   ['query stats, 30 days by the hour, /batch ingestion running', queries.stats],
   ['bare mysql2: the timeline SELECT, same table and ingestion', queries.bareTimeline],
+  ['bare mysql2: the stats SELECT (rows as arrays, no JSON), same ingestion', queries.bareStats],
 ] as const) {
   record({ run, perSecond: Math.round(figures.count / seconds), unit: 'queries', p99Ms: figures.p99 })
   console.log(`  p50 ${figures.p50} ms, p99 ${figures.p99} ms`)

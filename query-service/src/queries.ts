@@ -93,32 +93,3 @@ export function timelineQuery(filter: TimelineFilter, after: Position | undefine
 export function eventQuery(eventId: string) {
   return { sql: `SELECT ${COLUMNS} FROM user_activities WHERE event_id = ? AND NOT ${ERASED}`, values: [eventId] }
 }
-
-export type Interval = 'hour' | 'day'
-export const INTERVAL_MS: Record<Interval, number> = { hour: 3_600_000, day: 86_400_000 }
-
-export interface CountRow extends RowDataPacket {
-  start: string
-  event_type: string
-  count: string | number
-}
-
-/** Counts per bucket and event type for buckets starting in [from, last] (DATETIME text), starts in ISO. */
-export function statsQuery(interval: Interval, from: string, last: string, eventType: string | undefined) {
-  const where = ['bucket_start >= ?', 'bucket_start <= ?']
-  const values: unknown[] = [from, last]
-  if (eventType !== undefined) {
-    where.push('event_type = ?')
-    values.push(eventType)
-  }
-  // Each start formatted by the server as the API shows it (ISO, UTC): 7,200 buckets for 30 days
-  // of 10 types by the hour, where a conversion in JavaScript cost more than the query.
-  const sql =
-    interval === 'hour'
-      ? // The table's own rows, in its primary key's order.
-        `SELECT DATE_FORMAT(bucket_start, '%Y-%m-%dT%H:00:00.000Z') AS start, event_type, event_count AS count ` +
-        `FROM user_activity_counts WHERE ${where.join(' AND ')} ORDER BY bucket_start, event_type`
-      : `SELECT DATE_FORMAT(bucket_start, '%Y-%m-%dT00:00:00.000Z') AS start, event_type, SUM(event_count) AS count ` +
-        `FROM user_activity_counts WHERE ${where.join(' AND ')} GROUP BY start, event_type ORDER BY start, event_type`
-  return { sql, values }
-}

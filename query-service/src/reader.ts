@@ -66,12 +66,19 @@ export class Reader {
     return this.#timeoutMs
   }
 
-  /** Rows of `sql` with `values`; DatabaseUnavailableError when down, slow or stopped at the bound. */
-  async query<T extends RowDataPacket>(sql: string, values: unknown[] = []): Promise<T[]> {
+  /**
+   * Rows of `sql` with `values` (each an array with `rowsAsArray`); DatabaseUnavailableError when
+   * down, slow or stopped at the bound.
+   */
+  async query<T extends RowDataPacket>(
+    sql: string,
+    values: unknown[] = [],
+    { rowsAsArray = false }: { rowsAsArray?: boolean } = {},
+  ): Promise<T[]> {
     const connection = await this.#take()
     try {
       // The client's bound is a second past the server's: the server's stop comes first.
-      const [rows] = await connection.query<T[]>({ sql, values, timeout: this.#timeoutMs + 1000 })
+      const [rows] = await connection.query<T[]>({ sql, values, rowsAsArray, timeout: this.#timeoutMs + 1000 })
       connection.release()
       return rows
     } catch (err) {

@@ -6,17 +6,14 @@ import { parameterError, ParameterError } from './errors.js'
 import {
   datetimeOf,
   eventQuery,
-  INTERVAL_MS,
-  statsQuery,
   timelineQuery,
   toEvent,
-  type CountRow,
-  type Interval,
   type StoredEvent,
   type StoredRow,
   type TimelineFilter,
 } from './queries.js'
 import type { Reader } from './reader.js'
+import { INTERVAL_MS, statsBody, statsQuery, type CountRow, type Interval } from './stats.js'
 import {
   EventParams,
   EventSchema,
@@ -154,7 +151,7 @@ export async function readRoutes(app: FastifyInstance, { reader, cursors, guarde
         response: { 200: StatsSchema, ...errors },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const query = parse<{ from?: string; to?: string; interval: Interval; event_type?: string }>(
         StatsQuery,
         request.query,
@@ -175,11 +172,9 @@ export async function readRoutes(app: FastifyInstance, { reader, cursors, guarde
       const bound = (ms: number) => datetimeOf(new Date(ms).toISOString())
       // Buckets starting before `to`, up to its last millisecond: `to` may be the year 10000.
       const { sql, values } = statsQuery(query.interval, bound(from), bound(to - 1), query.event_type)
-      const rows = await reader.query<CountRow>(sql, values)
-      return {
-        interval: query.interval,
-        buckets: rows.map((row) => ({ start: row.start, event_type: row.event_type, count: Number(row.count) })),
-      }
+      const rows = await reader.query<CountRow>(sql, values, { rowsAsArray: true })
+      // Already JSON (StatsSchema's shape, which the docs show): sent as it is.
+      return reply.type('application/json; charset=utf-8').send(statsBody(query.interval, rows))
     },
   )
 }

@@ -276,6 +276,38 @@ describe('edges', () => {
     expect(response.json().buckets).toEqual([{ start: '9999-12-31T23:00:00.000Z', event_type: 'last', count: 1 }])
   })
 
+  it('writes event types that JSON must escape, and the year 1000, as JSON.stringify would', async () => {
+    const odd = 'say "hi" \\ é 😀'
+    await store_([
+      message({ user_id: 11, event_type: odd, timestamp: '1000-01-01T00:00:00.000Z' }),
+      message({ user_id: 11, event_type: odd, timestamp: '1000-01-01T05:00:00.000Z' }),
+      message({ user_id: 11, event_type: 'plain', timestamp: '1000-01-01T05:10:00.000Z' }),
+    ])
+    for (const [interval, buckets] of [
+      [
+        'hour',
+        [
+          { start: '1000-01-01T00:00:00.000Z', event_type: odd, count: 1 },
+          { start: '1000-01-01T05:00:00.000Z', event_type: 'plain', count: 1 },
+          { start: '1000-01-01T05:00:00.000Z', event_type: odd, count: 1 },
+        ],
+      ],
+      [
+        'day',
+        [
+          { start: '1000-01-01T00:00:00.000Z', event_type: 'plain', count: 1 },
+          { start: '1000-01-01T00:00:00.000Z', event_type: odd, count: 2 },
+        ],
+      ],
+    ] as const) {
+      const response = await app.inject({
+        url: `/api/v1/stats/events?from=1000-01-01T00:00:00Z&to=1000-01-02T00:00:00Z&interval=${interval}`,
+      })
+      expect(response.headers['content-type']).toBe('application/json; charset=utf-8')
+      expect(response.body).toBe(JSON.stringify({ interval, buckets }))
+    }
+  })
+
   it('answers 503, not 500, over a table of an earlier version (no received_at yet)', async () => {
     const old = await createTestDatabase()
     const connection = await connectDatabase(old.name)
