@@ -2,10 +2,10 @@
 // each retried with the same event_ids until the server accepts it, splits what it refuses, and
 // reports through onError whatever it will not deliver. Bounded; flush() and close().
 import { ActivityClientError, type ActivityErrorCode, type ActivityEvent } from './errors.js'
-import { bodyOf, byteLength, prepare, type Pending, type TrackInput } from './event.js'
+import { bodyOf, prepare, type Pending, type TrackInput } from './event.js'
 import { postBatch, type PostResult } from './http.js'
 import { batchUrl, withDefaults, type ActivityClientOptions, type Settings } from './options.js'
-import { KEEPALIVE_BYTES, keepaliveChunks, watchPageHide } from './page.js'
+import { Keepalive, watchPageHide } from './page.js'
 import { backoffMs, retryAfterMs } from './retry.js'
 import type { ValidationDetail } from './rules.js'
 import { Settlement } from './settlement.js'
@@ -35,8 +35,7 @@ export class ActivityClient {
   /** Aborted when the key is refused: batches waiting to retry wake to be reported. */
   readonly #wake = new AbortController()
   readonly #unwatch: () => void
-  /** Bytes of keepalive requests in flight (a browser allows 64 KiB). */
-  #leavingBytes = 0
+  readonly #keepalive = new Keepalive()
 
   constructor(options: ActivityClientOptions) {
     this.#o = withDefaults(options)
@@ -297,20 +296,9 @@ export class ActivityClient {
   /** The page is going (or hidden): what waits goes now, in requests that outlive it. */
   #sendBeforeHide(): void {
     if (this.#state !== 'open' && this.#state !== 'closing') return
-    // Hidden, then left: two calls, one request for each event; the 64 KiB shared by both.
-    const waiting = this.#held.values().filter((p) => !p.leaving)
-    for (const chunk of keepaliveChunks(waiting, this.#o.maxBatchEvents, KEEPALIVE_BYTES - this.#leavingBytes)) {
-      const body = bodyOf(chunk)
-      const bytes = byteLength(body)
-      this.#leavingBytes += bytes
-      for (const p of chunk) p.leaving = true
-      void postBatch(body, this.#post(true)).then((result) => {
-        this.#leavingBytes -= bytes
-        for (const p of chunk) p.leaving = false
-        // Accepted: done, wherever else they are. Otherwise their own requests (or the queue) go on.
-        if (result.status === 202 || result.status === 200) this.#settle(chunk)
-      })
-    }
+    const post = (body: string) => postBatch(body, this.#post(true))
+    // Accepted: done, wherever else they are.
+    this.#keepalive.send(this.#held.values(), this.#o.maxBatchEvents, post, (chunk) => this.#settle(chunk))
     this.#pump()
   }
 }

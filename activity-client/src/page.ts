@@ -1,7 +1,7 @@
 // A browser page going away or hidden (pagehide, visibilitychange to hidden): the moment to send
 // what waits, in requests that outlive the page, within what a browser allows them. Nothing
 // outside a browser.
-import type { Pending } from './event.js'
+import { bodyOf, byteLength, type Pending } from './event.js'
 
 /** What is used here of a browser's window and document (typed here: Node has neither). */
 interface Target {
@@ -29,13 +29,13 @@ export function watchPageHide(onHide: () => void): () => void {
 }
 
 /** A browser keeps at most 64 KiB of keepalive bodies in flight, all requests together; a margin for the wrappers. */
-export const KEEPALIVE_BYTES = 60 * 1024
+const KEEPALIVE_BYTES = 60 * 1024
 
 /**
  * The oldest events whose bodies fit the keepalive limit, in requests of `perRequest` events at
  * most; those past the limit stay with their own requests (or the queue) while the page lives.
  */
-export function keepaliveChunks(events: Pending[], perRequest: number, budget = KEEPALIVE_BYTES): Pending[][] {
+function keepaliveChunks(events: Pending[], perRequest: number, budget: number): Pending[][] {
   const chunks: Pending[][] = []
   for (const p of events) {
     const last = chunks.at(-1)
@@ -46,4 +46,35 @@ export function keepaliveChunks(events: Pending[], perRequest: number, budget = 
     else last.push(p)
   }
   return chunks
+}
+
+/** One client's keepalive requests: each event in one at most, all within the browser's budget. */
+export class Keepalive {
+  /** Bytes of keepalive requests in flight. */
+  #inFlight = 0
+
+  /**
+   * Sends the oldest of `held` not already leaving, in requests of `perRequest` events, within
+   * what is left of the budget (hidden, then left: two calls share it); `accepted` is told of
+   * each request the server took. The others' events stay with their own requests or the queue.
+   */
+  send(
+    held: Pending[],
+    perRequest: number,
+    post: (body: string) => Promise<{ status: number }>,
+    accepted: (chunk: Pending[]) => void,
+  ): void {
+    const waiting = held.filter((p) => !p.leaving)
+    for (const chunk of keepaliveChunks(waiting, perRequest, KEEPALIVE_BYTES - this.#inFlight)) {
+      const body = bodyOf(chunk)
+      const bytes = byteLength(body)
+      this.#inFlight += bytes
+      for (const p of chunk) p.leaving = true
+      void post(body).then((result) => {
+        this.#inFlight -= bytes
+        for (const p of chunk) p.leaving = false
+        if (result.status === 202 || result.status === 200) accepted(chunk)
+      })
+    }
+  }
 }
