@@ -1,6 +1,8 @@
-// The soak's apps: activity-client, one per producer, tracking about 30 events a second between
-// them through every fault. What a client did not report through onError must be stored once.
+// The soak's apps: activity-client, one per producer (through a proxy the app-proxy fault turns
+// hostile), tracking about 30 events a second between them through every fault. What a client
+// did not report through onError must be stored once.
 import { ActivityClient, type ActivityClientError } from '../../activity-client/src/index.js'
+import { AppProxy } from './app-proxy.js'
 import type { Cluster } from './cluster.js'
 import { event, REQUEST_BOUND_MS, type LoadRecord } from './load.js'
 
@@ -20,10 +22,13 @@ export class AppClients {
     this.#record = record
   }
 
-  start(): void {
+  async start(): Promise<void> {
     for (const producer of this.#cluster.producers) {
+      // `slow` holds an answer past the client's timeout.
+      const proxy = await AppProxy.start(() => producer.url, REQUEST_BOUND_MS + 1000)
+      this.#cluster.appProxies.set(producer.name, proxy)
       const client = new ActivityClient({
-        endpoint: producer.url,
+        endpoint: proxy.url,
         flushAt: 20,
         flushIntervalMs: 250,
         maxBackoffMs: 5000,
@@ -48,10 +53,18 @@ export class AppClients {
     this.#making = false
     await Promise.all(this.#running)
     await Promise.all(this.#clients.map((client) => client.close(retryMs)))
+    const proxies = [...this.#cluster.appProxies.values()]
+    await Promise.all(proxies.map((proxy) => proxy.stop()))
     const reported = new Set<string>()
+    let proxyRefused = 0
     for (const error of this.#reported) {
       for (const e of error.events) {
         reported.add(e.event_id)
+        // A 400 of the hostile proxy's own: the client rightly trusts it and gives the event up.
+        if (error.code === 'invalid' && proxies.some((proxy) => proxy.refusedIds.has(e.event_id))) {
+          proxyRefused++
+          continue
+        }
         // Not delivered within the time after healing: as a retrying client giving up. Anything
         // else (a 400, a refused key) is a valid event refused.
         if (error.code === 'closed' || error.code === 'queue_full')
@@ -66,5 +79,6 @@ export class AppClients {
     }
     for (const id of this.#tracked) if (!reported.has(id)) this.#record.accepted.add(id)
     this.#record.statuses.set('activity-client events delivered', this.#tracked.length - reported.size)
+    this.#record.statuses.set("activity-client events given up on the proxy's 400", proxyRefused)
   }
 }

@@ -1,5 +1,6 @@
 // The soak's world: private servers, two producers and two consumers each behind its own
 // proxies, a supervisor that restarts what the schedule killed, and the samples the verdict needs.
+import type { AppProxy } from './app-proxy.js'
 import { fileURLToPath } from 'node:url'
 import { TcpProxy, metricValue, waitFor } from '../../test-support/index.js'
 import {
@@ -188,6 +189,8 @@ export class Cluster {
   tableMerged = false
   /** Publishes that many poison messages (the load sets it): a DLQ worth replaying. */
   poisonBurst: (count: number) => Promise<void> = async () => undefined
+  /** The proxy in front of each producer for its activity-client, by producer (app-clients.ts sets them). */
+  readonly appProxies = new Map<string, AppProxy>()
   /** Publishes that many batch messages of 1,000 events of about 1 KB (the load sets it). */
   batchBurst: (count: number) => Promise<void> = async () => undefined
   #sampler: NodeJS.Timeout | undefined

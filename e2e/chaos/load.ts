@@ -85,8 +85,8 @@ export class Load {
    * ~150 events/s on /track (16 clients), ~10 batches/s of 1 to 200 events (4 clients), ~30
    * events/s through activity-client (app-clients.ts), 1 poison/2 s.
    */
-  start(): void {
-    this.#apps.start()
+  async start(): Promise<void> {
+    await this.#apps.start()
     for (let i = 0; i < 16; i++) this.#workers.push(this.#client(() => [event(Math.random, true)], 16 / 150))
     for (let i = 0; i < 4; i++) {
       this.#workers.push(

@@ -39,7 +39,7 @@ test(
         `[chaos] servers and services up in ${cluster.elapsed().toFixed(0)} s; ${schedule.length} faults drawn`,
       )
       const load = new Load(cluster)
-      load.start()
+      await load.start()
       const started = Date.now()
       cluster.t0 = started
       played = await play(schedule, cluster, started)

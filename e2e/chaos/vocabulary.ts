@@ -3,6 +3,7 @@ import { all, consumers, linkFaults, processFaults, type Fault } from './faults.
 import { databaseFaults } from './database-faults.js'
 import { batchBurst, brokerFaults, dlqReplay, slowClients } from './server-faults.js'
 import { eraseUser } from './erasure.js'
+import { appProxy } from './app-proxy.js'
 
 export const VOCABULARY: Fault[] = [
   ...linkFaults('broker', all),
@@ -15,4 +16,5 @@ export const VOCABULARY: Fault[] = [
   dlqReplay,
   batchBurst,
   eraseUser,
+  appProxy,
 ]
