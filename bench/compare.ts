@@ -2,11 +2,9 @@
 // consumer (draining single-event messages) of two built checkouts, alternated round by round on
 // the same broker and database, each round's B/A ratio kept: on a machine whose speed drifts by
 // tens of percent from minute to minute, paired rounds say what one run each cannot.
-import amqp from 'amqplib'
-import mysql from 'mysql2/promise'
 import { resolve } from 'node:path'
-import { assertTopology, deleteTopology, topologyFor } from 'event-contract'
 import { batchBody, postLoad, seedBody, startService, waitForHttp } from './lib.js'
+import { broker, connectBroker, consumerArgs, consumerMysqlEnv, waitForRows, withDatabase, withQueue } from './setup.js'
 
 const [a = '', b = ''] = process.argv.slice(2)
 if (!a || !b) {
@@ -16,21 +14,6 @@ if (!a || !b) {
 const rounds = Number(process.env.BENCH_ROUNDS || 4)
 const seconds = Number(process.env.BENCH_SECONDS || 8)
 const drainMessages = Number(process.env.BENCH_DRAIN_EVENTS || 50_000)
-const broker = { RABBITMQ_HOST: '127.0.0.1', RABBITMQ_PORT: '5672', RABBITMQ_USER: 'guest', RABBITMQ_PASS: 'guest' }
-const db = { host: '127.0.0.1', port: 3306, user: 'root', password: '' }
-
-async function withQueue<T>(run: (queue: string) => Promise<T>): Promise<T> {
-  const queue = `compare_${Date.now().toString(36)}`
-  const connection = await amqp.connect('amqp://guest:guest@127.0.0.1:5672')
-  const channel = await connection.createChannel()
-  await assertTopology(channel, topologyFor(queue, 'quorum'))
-  try {
-    return await run(queue)
-  } finally {
-    await deleteTopology(channel, topologyFor(queue, 'quorum'))
-    await connection.close()
-  }
-}
 
 /** Events a second one checkout's producer accepts on `path`. */
 async function producer(checkout: string, path: string, body: string, perRequest: number, connections: number) {
@@ -50,13 +33,13 @@ async function producer(checkout: string, path: string, body: string, perRequest
     } finally {
       await service.stop()
     }
-  })
+  }, 'compare')
 }
 
 /** Rows a second one checkout's consumer stores, draining `drainMessages` single-event messages. */
 async function consumer(checkout: string) {
   return withQueue(async (queue) => {
-    const connection = await amqp.connect('amqp://guest:guest@127.0.0.1:5672')
+    const connection = await connectBroker()
     const channel = await connection.createConfirmChannel()
     const seed = JSON.parse(seedBody) as Record<string, unknown>
     for (let i = 0; i < drainMessages; i++) {
@@ -73,39 +56,24 @@ async function consumer(checkout: string) {
     }
     await channel.waitForConfirms()
     await connection.close()
-    const database = `compare_${Date.now().toString(36)}`
-    const admin = await mysql.createConnection(db)
-    await admin.query(`CREATE DATABASE \`${database}\``)
-    const service = startService(['--max-old-space-size=128', resolve(checkout, 'consumer-service/dist/main.js')], {
-      ...broker,
-      RABBITMQ_QUEUE: queue,
-      MYSQL_HOST: db.host,
-      MYSQL_PORT: String(db.port),
-      MYSQL_USER: db.user,
-      MYSQL_PASSWORD: db.password,
-      MYSQL_DATABASE: database,
-      HEALTH_HOST: '127.0.0.1',
-      HEALTH_PORT: '18301',
-      CONSUMER_KEEP_COUNTS: 'false',
-    })
-    try {
-      let firstAt = 0
-      for (const deadline = Date.now() + 300_000; Date.now() < deadline;) {
-        await new Promise((r) => setTimeout(r, 20))
-        const [[row]] = await admin
-          .query<mysql.RowDataPacket[]>(`SELECT COALESCE(MAX(id), 0) AS n FROM \`${database}\`.user_activities`)
-          .catch(() => [[{ n: 0 }]] as unknown as [mysql.RowDataPacket[]])
-        const last = Number(row?.n)
-        if (last > 0 && firstAt === 0) firstAt = Date.now()
-        if (last >= drainMessages) return Math.round(drainMessages / ((Date.now() - firstAt) / 1000))
+    return withDatabase(async (database, admin) => {
+      const service = startService(consumerArgs(resolve(checkout, 'consumer-service/dist/main.js')), {
+        ...broker,
+        ...consumerMysqlEnv(database),
+        RABBITMQ_QUEUE: queue,
+        HEALTH_HOST: '127.0.0.1',
+        HEALTH_PORT: '18301',
+        CONSUMER_KEEP_COUNTS: 'false',
+      })
+      try {
+        const took = await waitForRows(admin, database, drainMessages)
+        if (took === undefined) throw new Error('the drain did not end within 300 s')
+        return Math.round(drainMessages / took)
+      } finally {
+        await service.stop()
       }
-      throw new Error('the drain did not end within 300 s')
-    } finally {
-      await service.stop()
-      await admin.query(`DROP DATABASE \`${database}\``)
-      await admin.end()
-    }
-  })
+    }, 'compare')
+  }, 'compare')
 }
 
 const runs: [string, (checkout: string) => Promise<number>][] = [

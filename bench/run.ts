@@ -2,23 +2,12 @@
 // Producer (/track and /batch) against a minimal Fastify-plus-confirm server and a bare amqplib
 // publish loop; consumer (single-event and batch messages) against a bare consume-and-ack loop
 // and a bare 500-row insert loop. Needs `npm run build` first, RabbitMQ and MySQL/MariaDB.
-import amqp from 'amqplib'
-import mysql from 'mysql2/promise'
-import { readFileSync } from 'node:fs'
-import {
-  assertTopology,
-  BATCH_MESSAGE_TYPE,
-  deleteTopology,
-  messageProperties,
-  topologyFor,
-  uuidv7,
-  type QueueMessage,
-} from 'event-contract'
-import { toRow } from '../consumer-service/src/store.js'
 import { batchBody, postLoad, root, startService, waitForHttp, type LoadResult } from './lib.js'
 import { clientBench } from './client.js'
 import { purgeBench } from './lifecycle.js'
 import { queryBench } from './query.js'
+import { bareConsume, bareInsert, barePublish, drain, type Row } from './queue.js'
+import { broker, consumerArgs, withQueue } from './setup.js'
 
 const seconds = Number(process.env.BENCH_SECONDS || 10)
 const drainEvents = Number(process.env.BENCH_DRAIN_EVENTS || 100_000)
@@ -26,57 +15,13 @@ const BATCH_SIZE = 100
 /** Events near the 64 KiB limit, for the consumer's memory under its largest messages. */
 const LARGE_EVENTS = 5000
 const LARGE_METADATA_BYTES = 60_000
-/** The consumer as its image and `npm start` run it. */
-const CONSUMER = ['--max-old-space-size=128', 'consumer-service/dist/main.js']
-const broker = {
-  RABBITMQ_HOST: process.env.RABBITMQ_HOST || '127.0.0.1',
-  RABBITMQ_PORT: process.env.RABBITMQ_PORT || '5672',
-  RABBITMQ_USER: process.env.RABBITMQ_USER || 'guest',
-  RABBITMQ_PASS: process.env.RABBITMQ_PASS || 'guest',
-}
-const db = {
-  host: process.env.MYSQL_HOST || '127.0.0.1',
-  port: Number(process.env.MYSQL_PORT || 3306),
-  user: process.env.TEST_MYSQL_USER || process.env.MYSQL_USER || 'root',
-  password: process.env.TEST_MYSQL_PASSWORD ?? process.env.MYSQL_PASSWORD ?? '',
-}
+const CONSUMER = consumerArgs()
 
-interface Row {
-  run: string
-  perSecond: number
-  unit: string
-  p99Ms?: number
-  failures?: number
-  rssMb?: number
-}
 const rows: Row[] = []
-function record(row: Row): Row {
+function record<T extends Row>(row: T): T {
   rows.push(row)
   console.log(`${row.run}: ${row.perSecond} ${row.unit}/s${row.p99Ms !== undefined ? `, p99 ${row.p99Ms} ms` : ''}`)
   return row
-}
-
-function connectBroker() {
-  return amqp.connect({
-    hostname: broker.RABBITMQ_HOST,
-    port: Number(broker.RABBITMQ_PORT),
-    username: broker.RABBITMQ_USER,
-    password: broker.RABBITMQ_PASS,
-  })
-}
-
-/** Runs `run` on a fresh quorum queue with the project's topology, removed afterwards. */
-async function withQueue<T>(run: (queue: string) => Promise<T>): Promise<T> {
-  const queue = `bench_${Date.now().toString(36)}`
-  const connection = await connectBroker()
-  const channel = await connection.createChannel()
-  await assertTopology(channel, topologyFor(queue, 'quorum'))
-  try {
-    return await run(queue)
-  } finally {
-    await deleteTopology(channel, topologyFor(queue, 'quorum'))
-    await connection.close()
-  }
 }
 
 /** Loads an HTTP server of the project's (started with `args`) with autocannon. */
@@ -117,167 +62,6 @@ async function load(
       rssMb: service.peakRssMb,
     }),
   }
-}
-
-function event(i: number, metadataBytes = 0): QueueMessage {
-  return {
-    event_id: uuidv7(),
-    user_id: 1 + (i % 100_000),
-    event_type: 'page_view',
-    timestamp: new Date(Date.UTC(2026, 1, 20, 10) + i).toISOString(),
-    metadata: metadataBytes
-      ? { blob: 'x'.repeat(metadataBytes) }
-      : { page_url: '/products/item-xyz', session_id: 'abc123' },
-    received_at: new Date().toISOString(),
-  }
-}
-
-/** Publishes `count` messages of `perMessage` events each, with confirms, as fast as it can. */
-async function fill(queue: string, count: number, perMessage = 1, metadataBytes = 0) {
-  const connection = await connectBroker()
-  const channel = await connection.createConfirmChannel()
-  for (let i = 0; i < count; i++) {
-    const events = Array.from({ length: perMessage }, (_, j) => event(i * perMessage + j, metadataBytes))
-    const body = perMessage === 1 ? events[0] : { events }
-    const properties =
-      perMessage === 1
-        ? messageProperties((events[0] as QueueMessage).event_id)
-        : messageProperties(uuidv7(), BATCH_MESSAGE_TYPE)
-    if (!channel.publish('', queue, Buffer.from(JSON.stringify(body)), properties)) {
-      await new Promise((resolve) => channel.once('drain', resolve))
-    }
-    if (i % 5000 === 4999) await channel.waitForConfirms()
-  }
-  await channel.waitForConfirms()
-  await connection.close()
-}
-
-/** Ceiling: bare amqplib, one persistent message per event, confirms, 1,000 in flight. */
-async function barePublish(queue: string): Promise<Row> {
-  const connection = await connectBroker()
-  const channel = await connection.createConfirmChannel()
-  const body = Buffer.from(JSON.stringify(event(0)))
-  const deadline = Date.now() + seconds * 1000
-  let confirmed = 0
-  await Promise.all(
-    Array.from({ length: 1000 }, async () => {
-      while (Date.now() < deadline) {
-        await new Promise<void>((resolve, reject) =>
-          channel.publish('', queue, body, messageProperties(uuidv7()), (err) => (err ? reject(err) : resolve())),
-        )
-        confirmed++
-      }
-    }),
-  )
-  await connection.close()
-  return record({
-    run: 'bare amqplib publish, 1 message per event, confirms, 1,000 in flight',
-    perSecond: Math.round(confirmed / seconds),
-    unit: 'messages',
-  })
-}
-
-/** Ceiling: bare amqplib consume and ack of a filled queue, prefetch 2,000. */
-async function bareConsume(queue: string): Promise<Row> {
-  await fill(queue, drainEvents)
-  const connection = await connectBroker()
-  const channel = await connection.createChannel()
-  await channel.prefetch(2000)
-  const started = Date.now()
-  let received = 0
-  await new Promise<void>((resolve) => {
-    void channel.consume(queue, (msg) => {
-      if (!msg) return
-      channel.ack(msg)
-      if (++received === drainEvents) resolve()
-    })
-  })
-  const perSecond = Math.round(received / ((Date.now() - started) / 1000))
-  await connection.close()
-  return record({ run: 'bare amqplib consume + ack, prefetch 2,000', perSecond, unit: 'messages' })
-}
-
-async function withDatabase<T>(run: (database: string, admin: mysql.Connection) => Promise<T>): Promise<T> {
-  const database = `bench_${Date.now().toString(36)}`
-  const admin = await mysql.createConnection(db)
-  await admin.query(`CREATE DATABASE \`${database}\``)
-  try {
-    return await run(database, admin)
-  } finally {
-    await admin.query(`DROP DATABASE \`${database}\``)
-    await admin.end()
-  }
-}
-
-/** Ceiling: bare mysql2, multi-row INSERTs of 500 rows into the project's table. */
-async function bareInsert(): Promise<Row> {
-  return withDatabase(async (database) => {
-    const connection = await mysql.createConnection({ ...db, database, multipleStatements: true })
-    await connection.query(readFileSync(`${root}db/init.sql`, 'utf8'))
-    const started = Date.now()
-    let inserted = 0
-    while (inserted < drainEvents) {
-      const batch = Array.from({ length: 500 }, (_, i) => toRow(event(inserted + i)))
-      await connection.query(
-        'INSERT INTO user_activities (event_id, user_id, event_type, `timestamp`, metadata, received_at) VALUES ? ' +
-          'ON DUPLICATE KEY UPDATE event_id = event_id',
-        [batch],
-      )
-      inserted += batch.length
-    }
-    const perSecond = Math.round(inserted / ((Date.now() - started) / 1000))
-    await connection.end()
-    return record({ run: 'bare mysql2 INSERT, 500 rows a statement', perSecond, unit: 'rows' })
-  })
-}
-
-/** Fills a queue, then times a fresh consumer storing all of it. */
-async function drain(
-  run: string,
-  queue: string,
-  { perMessage = 1, events = drainEvents, metadataBytes = 0, env = {} as Record<string, string> } = {},
-): Promise<Row & { stored: number }> {
-  return withDatabase(async (database, admin) => {
-    await fill(queue, Math.ceil(events / perMessage), perMessage, metadataBytes)
-    const total = Math.ceil(events / perMessage) * perMessage
-    const consumer = startService(CONSUMER, {
-      ...broker,
-      RABBITMQ_QUEUE: queue,
-      MYSQL_HOST: db.host,
-      MYSQL_PORT: String(db.port),
-      MYSQL_USER: db.user,
-      MYSQL_PASSWORD: db.password,
-      MYSQL_DATABASE: database,
-      HEALTH_HOST: '127.0.0.1',
-      HEALTH_PORT: '18199',
-      ...env,
-    })
-    const table = `\`${database}\`.user_activities`
-    const select = async (expression: string) => {
-      const [result] = await admin.query<mysql.RowDataPacket[]>(`SELECT ${expression} AS n FROM ${table}`)
-      return Number(result[0]?.n ?? 0)
-    }
-    // Progress is read from the auto-increment key, which costs the database nothing (a COUNT(*)
-    // every 50 ms would scan the table it is filling); the rows are counted once at the end.
-    let firstAt = 0
-    let doneAt = 0
-    let lastId = 0
-    let stored = 0
-    const deadline = Date.now() + 300_000
-    while (stored < total && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20))
-      lastId = await select('COALESCE(MAX(id), 0)').catch(() => 0) // the table appears when the consumer starts
-      if (lastId > 0 && firstAt === 0) firstAt = Date.now()
-      consumer.sampleRss()
-      if (lastId >= total) {
-        doneAt = Date.now()
-        stored = await select('COUNT(*)')
-      }
-    }
-    const perSecond = Math.round(stored / (((doneAt || Date.now()) - firstAt) / 1000))
-    await consumer.stop()
-    return { ...record({ run, perSecond, unit: 'rows', failures: total - stored, rssMb: consumer.peakRssMb }), stored }
-  })
 }
 
 const producerEnv = (queue: string) => ({ ...broker, RABBITMQ_QUEUE: queue })
@@ -330,12 +114,21 @@ const batch = await withQueue((queue) =>
     },
   ),
 )
-const publishCeiling = await withQueue(barePublish)
-const consumeCeiling = await withQueue(bareConsume)
-const insertCeiling = await bareInsert()
-const drainSingle = await withQueue((queue) => drain(`consumer drain, ${drainEvents} single-event messages`, queue))
-const drainBatch = await withQueue((queue) =>
-  drain(`consumer drain, ${drainEvents} events in ${BATCH_SIZE}-event messages`, queue, { perMessage: BATCH_SIZE }),
+const publishCeiling = record(await withQueue((queue) => barePublish(queue, seconds)))
+const consumeCeiling = record(await withQueue((queue) => bareConsume(queue, drainEvents)))
+const insertCeiling = record(await bareInsert(drainEvents))
+const drainSingle = record(
+  await withQueue((queue) =>
+    drain(`consumer drain, ${drainEvents} single-event messages`, queue, { events: drainEvents }),
+  ),
+)
+const drainBatch = record(
+  await withQueue((queue) =>
+    drain(`consumer drain, ${drainEvents} events in ${BATCH_SIZE}-event messages`, queue, {
+      events: drainEvents,
+      perMessage: BATCH_SIZE,
+    }),
+  ),
 )
 // The counts kept in each INSERT's transaction, against the same drain without them: best of two
 // each, alternated, as the machine's noise is of the size measured.
@@ -345,19 +138,24 @@ for (const [kind, keep] of [
   ['with', 'true'],
   ['without', 'false'],
 ] as const) {
-  const row = await withQueue((queue) =>
-    drain(`consumer drain, ${BATCH_SIZE}-event messages, CONSUMER_KEEP_COUNTS=${keep}`, queue, {
-      perMessage: BATCH_SIZE,
-      env: { CONSUMER_KEEP_COUNTS: keep },
-    }),
+  const row = record(
+    await withQueue((queue) =>
+      drain(`consumer drain, ${BATCH_SIZE}-event messages, CONSUMER_KEEP_COUNTS=${keep}`, queue, {
+        events: drainEvents,
+        perMessage: BATCH_SIZE,
+        env: { CONSUMER_KEEP_COUNTS: keep },
+      }),
+    ),
   )
   countsRuns[kind].push(row.perSecond)
 }
-const drainLarge = await withQueue((queue) =>
-  drain(`consumer drain, ${LARGE_EVENTS} events of ${LARGE_METADATA_BYTES / 1000} KB`, queue, {
-    events: LARGE_EVENTS,
-    metadataBytes: LARGE_METADATA_BYTES,
-  }),
+const drainLarge = record(
+  await withQueue((queue) =>
+    drain(`consumer drain, ${LARGE_EVENTS} events of ${LARGE_METADATA_BYTES / 1000} KB`, queue, {
+      events: LARGE_EVENTS,
+      metadataBytes: LARGE_METADATA_BYTES,
+    }),
+  ),
 )
 const queries = await withQueue((queue) =>
   queryBench({ queue, broker, consumer: CONSUMER, seconds }, Number(process.env.BENCH_QUERY_ROWS || 5_000_000)),
