@@ -50,6 +50,7 @@ export async function postBatch(body: string, options: PostOptions): Promise<Pos
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (options.writeKey) headers.authorization = `Bearer ${options.writeKey}`
   let payload: string | ArrayBuffer | Uint8Array = body
+  const limit = timeLimit(options.timeoutMs, options.signal)
   try {
     // Not on a page being hidden: the request must be made before the page goes, synchronously.
     if (options.gzip && !options.keepalive && body.length >= GZIP_FROM_BYTES && canGzip()) {
@@ -61,9 +62,7 @@ export async function postBatch(body: string, options: PostOptions): Promise<Pos
       headers,
       body: payload as NonNullable<Parameters<typeof fetch>[1]>['body'],
       keepalive: options.keepalive === true,
-      signal: options.signal
-        ? AbortSignal.any([options.signal, AbortSignal.timeout(options.timeoutMs)])
-        : AbortSignal.timeout(options.timeoutMs),
+      signal: limit.signal,
     })
     const result: PostResult = { status: response.status, retryAfter: response.headers.get('retry-after') }
     if (response.status === 400) {
@@ -75,5 +74,29 @@ export async function postBatch(body: string, options: PostOptions): Promise<Pos
     return result
   } catch (err) {
     return { status: 0, retryAfter: null, error: (err as Error).message }
+  } finally {
+    limit.clear()
+  }
+}
+
+/**
+ * A signal aborted after `ms`, or as soon as `outer` is. By hand: Node 20's
+ * AbortSignal.any([outer, AbortSignal.timeout(ms)]) may lose its timeout to the garbage collector
+ * (nodejs/node#55428), and the request then waits for ever. Here the timer holds the controller.
+ */
+function timeLimit(ms: number, outer: AbortSignal | undefined) {
+  const controller = new AbortController()
+  const onAbort = () => controller.abort(outer?.reason)
+  const timer = setTimeout(() => controller.abort(new DOMException(`no answer within ${ms} ms`, 'TimeoutError')), ms)
+  // Node: the request itself keeps the process alive while it runs, not this timer.
+  ;(timer as { unref?: () => void }).unref?.()
+  if (outer?.aborted) onAbort()
+  else outer?.addEventListener('abort', onAbort, { once: true })
+  return {
+    signal: controller.signal,
+    clear() {
+      clearTimeout(timer)
+      outer?.removeEventListener('abort', onAbort)
+    },
   }
 }

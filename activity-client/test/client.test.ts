@@ -296,6 +296,30 @@ describe('what the server refuses', () => {
   })
 })
 
+describe('a request that never answers', () => {
+  it('times out and is retried even while the app makes garbage (the timeout is not collected)', async () => {
+    // Each of the first 10 requests hangs; the client must give each up at requestTimeoutMs.
+    const { server, client, errors } = await setUp((_, i) => (i < 10 ? 'hang' : { status: 202 }), {
+      requestTimeoutMs: 200,
+      maxBackoffMs: 50,
+      flushAt: 1,
+      maxInFlight: 10,
+    })
+    const ids = track(client, 10)
+    let flushed = false
+    const flushing = client.flush().then(() => (flushed = true))
+    // An app's ordinary garbage: young objects, scavenged many times over while the requests hang.
+    for (let round = 0; round < 40 && !flushed; round++) {
+      for (let k = 0; k < 20; k++) new Array(100_000).fill(round)
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+    await Promise.race([flushing, new Promise((resolve) => setTimeout(resolve, 3000))])
+    expect(flushed).toBe(true)
+    expect(errors).toEqual([])
+    expect([...server.accepted.keys()].sort()).toEqual([...ids].sort())
+  })
+})
+
 describe('bounds, flush and close', () => {
   it('refuses events past maxQueuedEvents, reporting them, while the server hangs', async () => {
     const { client, errors } = await setUp(() => 'hang', { maxQueuedEvents: 5, flushAt: 2 })
