@@ -27,6 +27,7 @@ export interface Pending {
 }
 
 const encoder = new TextEncoder()
+const NON_ASCII = /[^\p{ASCII}]/u
 
 /** Its UTF-8 bytes. */
 export const byteLength = (text: string) => encoder.encode(text).length
@@ -90,8 +91,8 @@ export function prepare(
     })
   }
   const json = detail.length === 0 ? toJson(event, detail) : ''
-  // Bytes as JSON: its length where that cannot pass the limit (a character is 3 bytes at most).
-  const bytes = json.length * 3 <= MAX_EVENT_BYTES ? json.length : byteLength(json)
+  // Bytes as JSON, exactly (the limits and maxQueuedBytes count them): its length when all ASCII.
+  const bytes = NON_ASCII.test(json) ? byteLength(json) : json.length
   if (bytes > MAX_EVENT_BYTES) {
     detail.push({
       loc: ['body'],

@@ -347,6 +347,15 @@ describe('bounds, flush and close', () => {
     expect(errors.some((e) => e.events.some((event) => event.event_id === later))).toBe(false)
   })
 
+  it('counts maxQueuedBytes in UTF-8 bytes, not characters', async () => {
+    const { client, errors } = await setUp(() => 'hang', { maxQueuedBytes: 1024 * 1024 })
+    // 20,000 characters of 3 bytes each: about 60 KB an event as JSON, 17 of them in 1 MiB.
+    for (let i = 0; i < 40; i++)
+      client.track({ user_id: 1, event_type: 'note', metadata: { text: '中'.repeat(20_000) } })
+    expect(client.pending).toBe(17)
+    expect(errors.map((e) => e.code)).toEqual(Array(23).fill('queue_full'))
+  })
+
   it('flush() waits for the events tracked before it, not for those after', async () => {
     let open = false
     const { client } = await setUp(
