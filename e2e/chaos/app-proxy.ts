@@ -22,7 +22,10 @@ export class AppProxy {
   mode: ProxyMode = 'pass'
   /** Requests answered so far, by the mode they met. */
   readonly counts = new Map<ProxyMode, number>()
-  /** The events of every request the proxy answered 400 itself: a client rightly gives them up. */
+  /**
+   * Events the proxy answered 400 alone: the client gives an event up only when it is refused
+   * alone (a 400 naming none splits the batch), so these and no others are its doing.
+   */
   readonly refusedIds = new Set<string>()
   readonly #server: Server
 
@@ -62,7 +65,8 @@ export class AppProxy {
     this.counts.set(mode, (this.counts.get(mode) ?? 0) + 1)
     if (mode === 'retry-later') return answer(res, 503, '<html>503 Service Temporarily Unavailable</html>', '2')
     if (mode === 'bad-request') {
-      for (const id of eventIds(req, body)) this.refusedIds.add(id)
+      const ids = eventIds(req, body)
+      if (ids.length === 1) this.refusedIds.add(ids[0]!)
       return answer(res, 400, JSON.stringify({ detail: 'Bad Request' }))
     }
     const headers = Object.fromEntries(FORWARDED.flatMap((h) => (req.headers[h] ? [[h, String(req.headers[h])]] : [])))
